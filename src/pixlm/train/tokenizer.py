@@ -1,0 +1,99 @@
+"""Train the FSQ image tokenizer on shapes scenes rendered on the fly. One straight-line Accelerate loop."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from pixlm.models.vq import VQConfig, VQModel
+from pixlm.train.common import (LossLog, psnr, resume_from_latest, save_grid, save_training_checkpoint,
+                                shapes_batch, tensor_to_uint8)
+
+
+@dataclass
+class TokenizerTrainConfig:
+    out: str = "runs/tokenizer"
+    steps: int = 3000
+    batch_size: int = 32
+    lr: float = 2e-3
+    warmup: int = 100
+    seed: int = 0
+    log_every: int = 25
+    ckpt_every: int = 250
+    resume: bool = False
+    channels: tuple[int, ...] = (32, 64, 128, 128)
+    levels: tuple[int, ...] = (8, 5, 5, 5)
+
+
+def lr_at(step: int, base: float, warmup: int, total: int) -> float:
+    """Linear warmup then cosine decay to 5% of ``base``."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
+    from accelerate import Accelerator
+
+    accelerator = Accelerator()
+    run = Path(cfg.out)
+    run.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    model = VQModel(VQConfig(channels=cfg.channels, levels=cfg.levels))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    state = resume_from_latest(run, model, opt) if cfg.resume else {}
+    start = state.get("step", 0)
+    model, opt = accelerator.prepare(model, opt)
+    log = LossLog(run, start)
+    (run / "train_config.json").write_text(str(asdict(cfg)))
+    # Held-out scenes (a seed no training step uses) to report PSNR on.
+    val_images, _, _ = shapes_batch(cfg.seed + 10_000, 0, 64)
+    usage = torch.zeros(model.module.vocab_size if hasattr(model, "module") else VQConfig(levels=cfg.levels).vocab_size)
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not accelerator.is_main_process)
+    t0 = time.time()
+    for step in bar:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, cfg.lr, cfg.warmup, cfg.steps)
+        # Each process takes its own slice of the step's batch so data order is independent of world size.
+        images, _, _ = shapes_batch(cfg.seed, step, cfg.batch_size * accelerator.num_processes)
+        images = images.chunk(accelerator.num_processes)[accelerator.process_index].to(accelerator.device)
+        recon, idx = model(images)
+        loss = F.mse_loss(recon, images) + 0.5 * F.l1_loss(recon, images)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"tokenizer loss became {loss.item()} at step {step}")
+        opt.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        opt.step()
+        usage += torch.bincount(idx.flatten().cpu(), minlength=usage.numel()).float()
+        done = step + 1
+        if done % cfg.log_every == 0 and accelerator.is_main_process:
+            p = usage / usage.sum()
+            perplexity = float(torch.exp(-(p[p > 0] * p[p > 0].log()).sum()))
+            used = float((usage > 0).float().mean())
+            usage.zero_()
+            row = {"step": done, "loss": loss.item(), "codebook_usage": used, "perplexity": perplexity,
+                   "lr": opt.param_groups[0]["lr"], "elapsed_s": time.time() - t0}
+            if done % (cfg.log_every * 4) == 0:
+                with torch.no_grad():
+                    row["val_psnr"] = psnr(accelerator.unwrap_model(model)(val_images)[0], val_images)
+            log.append(row)
+            bar.set_postfix(loss=f"{row['loss']:.4f}", ppl=f"{perplexity:.0f}", psnr=row.get("val_psnr", ""))
+        if (done % cfg.ckpt_every == 0 or done == cfg.steps) and accelerator.is_main_process:
+            save_training_checkpoint(run, done, accelerator.unwrap_model(model), opt, {"seed": cfg.seed})
+            with torch.no_grad():
+                rec = accelerator.unwrap_model(model)(val_images[:16])[0]
+            pairs = np.concatenate([tensor_to_uint8(val_images[:16]), tensor_to_uint8(rec)])
+            save_grid(pairs, run / "samples.png", cols=16)
+            log.plot(("loss", "perplexity", "val_psnr"))
+    final = accelerator.unwrap_model(model)
+    if accelerator.is_main_process:
+        final.save_pretrained(run / "model")
+    return run / "model"
