@@ -58,11 +58,17 @@ def read_json(path: Path) -> Any:
         raise CheckpointError(f"{path} is not valid JSON: {e}") from e
 
 
-def save_module(module: torch.nn.Module, config: Any, directory: Path, kind: str) -> None:
-    """Write ``config.json`` (the dataclass plus ``kind``) and ``model.safetensors`` into ``directory``."""
+def save_module(module: torch.nn.Module, config: Any, directory: Path, kind: str,
+                dtype: torch.dtype | None = None) -> None:
+    """Write ``config.json`` (the dataclass plus ``kind``) and ``model.safetensors`` into ``directory``.
+
+    ``dtype`` (e.g. float16) shrinks floating-point weights on disk; loading casts them back.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     write_json(directory / "config.json", {"kind": kind, **dataclasses.asdict(config)})
     state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     save_file(state, str(directory / "model.safetensors"))
 
 
@@ -107,8 +113,8 @@ class Pretrained:
     config_class: type
     kind: str
 
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        return atomic_write_dir(directory, lambda tmp: save_module(self, self.config, tmp, self.kind))  # type: ignore[arg-type]
+    def save_pretrained(self, directory: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
+        return atomic_write_dir(directory, lambda tmp: save_module(self, self.config, tmp, self.kind, dtype))  # type: ignore[arg-type]
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, map_location: str = "cpu"):

@@ -11,7 +11,7 @@ import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -82,6 +82,93 @@ def data_check(
     with_objects = sum(r.objects is not None for r in ds.rows)
     summary = ", ".join(f"{n} at {w}×{h}" for (w, h), n in sizes.most_common(5))
     typer.echo(f"{folder}: {len(ds)} images OK ({summary}); {with_objects} with scene objects")
+
+
+# ---------------------------------------------------------------------------------------------- generate
+@app.command("generate")
+def generate(
+    prompt: Annotated[str, typer.Argument(help="What to draw, e.g. \"two red circles above a blue square\".")],
+    out: Annotated[Path, typer.Option(help="Output folder for the PNGs.")] = Path("out"),
+    model: Annotated[Optional[str], typer.Option(help="Model folder; default: the bundled shapes model.")] = None,
+    num_images: Annotated[int, typer.Option("--num-images", "-n", help="Images to make.")] = 1,
+    steps: Annotated[Optional[int], typer.Option(help="Parallel decoding steps (default 8).")] = None,
+    guidance: Annotated[Optional[float], typer.Option(help="Classifier-free guidance scale.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed; same seed, same images.")] = None,
+    negative_prompt: Annotated[Optional[str], typer.Option(help="What to steer away from.")] = None,
+) -> None:
+    """Draw images for PROMPT; prints the path of each PNG (plus a contact sheet when N > 1)."""
+    from pixlm.pipeline import contact_sheet, load_pipeline
+
+    with user_errors():
+        pipe = load_pipeline(model)
+        result = pipe.generate(prompt, num_images_per_prompt=num_images, num_inference_steps=steps,
+                               guidance_scale=guidance, negative_prompt=negative_prompt, seed=seed)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = "".join(c if c.isalnum() else "_" for c in prompt.lower())[:40].strip("_") or "image"
+    for i, im in enumerate(result.images):
+        path = out / f"{stem}-{i:02d}.png"
+        im.save(path)
+        typer.echo(str(path))
+    if len(result.images) > 1:
+        path = out / f"{stem}-sheet.png"
+        contact_sheet(result.images).save(path)
+        typer.echo(str(path))
+    t = result.timings_ms
+    typer.echo(f"{len(result.images)} image(s) in {sum(t.values()):.0f} ms (text {t['text_ms']:.0f}, "
+               f"sampling {t['sample_ms']:.0f}, decoding {t['decode_ms']:.0f})", err=True)
+
+
+# ---------------------------------------------------------------------------------------------- train
+train_app = typer.Typer(help="Train components (one Accelerate loop each; `accelerate launch -m pixlm.cli train ...` "
+                        "for several processes).", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+
+
+@train_app.command("tokenizer")
+def train_tokenizer_cmd(
+    out: Annotated[Path, typer.Option(help="Run folder: checkpoints, log.jsonl, loss.png, samples.png, model/.")],
+    steps: Annotated[int, typer.Option(min=1)] = 1000,
+    batch_size: Annotated[int, typer.Option(min=1)] = 24,
+    lr: Annotated[float, typer.Option()] = 2e-3,
+    seed: Annotated[int, typer.Option()] = 0,
+    resume: Annotated[bool, typer.Option(help="Continue from the newest complete checkpoint in OUT.")] = False,
+    init_from: Annotated[Optional[str], typer.Option(help="Start from a trained tokenizer folder.")] = None,
+    freeze_encoder: Annotated[bool, typer.Option(help="Train the decoder only; tokens stay fixed.")] = False,
+) -> None:
+    """Train the FSQ image tokenizer on shapes scenes made on the fly."""
+    from pixlm.train.tokenizer import TokenizerTrainConfig, train_tokenizer
+
+    with user_errors():
+        path = train_tokenizer(TokenizerTrainConfig(out=str(out), steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                                                    resume=resume, init_from=init_from or "",
+                                                    freeze_encoder=freeze_encoder))
+    typer.echo(str(path))
+
+
+@train_app.command("generator")
+def train_generator_cmd(
+    out: Annotated[Path, typer.Option(help="Run folder; the finished pipeline is written to OUT/pipeline.")],
+    tokenizer: Annotated[str, typer.Option(help="Trained tokenizer folder (its model/ subfolder).")],
+    data: Annotated[Optional[str], typer.Option(help="Imagefolder with metadata.jsonl; default: shapes.")] = None,
+    text_encoder: Annotated[str, typer.Option(help="minilm, tiny, or a local Hugging Face encoder folder.")] = "minilm",
+    steps: Annotated[int, typer.Option(min=1)] = 3000,
+    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    pool: Annotated[int, typer.Option(min=1, help="Shapes scenes to pre-encode.")] = 40_000,
+    conditioning: Annotated[str, typer.Option(help="cross or prefix.")] = "cross",
+    dim: Annotated[int, typer.Option(min=8)] = 192,
+    layers: Annotated[int, typer.Option(min=1)] = 4,
+    seed: Annotated[int, typer.Option()] = 0,
+    resume: Annotated[bool, typer.Option(help="Continue from the newest complete checkpoint in OUT.")] = False,
+) -> None:
+    """Train the masked token generator on pre-encoded image tokens and text states."""
+    from pixlm.train.generator import GeneratorTrainConfig, train_generator
+
+    with user_errors():
+        path = train_generator(GeneratorTrainConfig(out=str(out), tokenizer=tokenizer, data=data or "",
+                                                    text_encoder=text_encoder, steps=steps, batch_size=batch_size,
+                                                    pool=pool, conditioning=conditioning, dim=dim, layers=layers,
+                                                    seed=seed, resume=resume))
+    typer.echo(str(path))
 
 
 if __name__ == "__main__":

@@ -144,7 +144,7 @@ _SYNONYMS = {  # paraphrase variety used in a minority of training captions
 }
 _PLURAL = {"circle": "circles", "square": "squares", "triangle": "triangles", "diamond": "diamonds",
            "disk": "disks", "round dot": "round dots", "box": "boxes", "block": "blocks", "rhombus": "rhombuses"}
-_PREFIXES = ["", "", "", "", "a picture of ", "an image of ", "there is ", "a drawing of ", "this shows "]
+_PREFIXES = ["", "", "", "", "a picture of ", "an image of ", "there is ", "a drawing of ", "this shows ", "there are "]
 
 
 def _word(rng: random.Random, w: str, paraphrase: bool) -> str:
@@ -202,7 +202,12 @@ def caption(scene: Scene, rng: random.Random, paraphrase: float = 0.15) -> str:
         text = parts[0]
     else:
         text = ", ".join(parts[:-1]) + rng.choice([" and ", ", and ", " and "]) + parts[-1]
-    return rng.choice(_PREFIXES) + text if para or rng.random() < 0.2 else text
+    if para or rng.random() < 0.2:
+        prefix = rng.choice(_PREFIXES[:-1])
+        if prefix == "there is " and not text.startswith(("a ", "an ")):
+            prefix = "there are "  # "there are two blue triangles"
+        return prefix + text
+    return text
 
 
 def relation_holds(a: ShapeObject | dict, rel: str, b: ShapeObject | dict) -> bool:

@@ -51,11 +51,12 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(10 * np.log10(255.0**2 / max(mse, 1e-10)))
 
 
-def save_training_checkpoint(run: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                             extra: dict[str, Any], keep: int = 3) -> Path:
-    """Atomically write checkpoint ``step`` and delete all but the newest ``keep``."""
+def save_training_checkpoint(run: Path, step: int, modules: dict[str, torch.nn.Module],
+                             optimizer: torch.optim.Optimizer, extra: dict[str, Any], keep: int = 3) -> Path:
+    """Atomically write checkpoint ``step`` (each module in its own subfolder) and keep the newest ``keep``."""
     def write(tmp: Path) -> None:
-        save_module(model, model.config, tmp / "model", model.kind)
+        for name, m in modules.items():
+            save_module(m, m.config, tmp / name, m.kind)
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         write_json(tmp / "state.json", {"step": step, **extra})
 
@@ -73,13 +74,14 @@ def complete_checkpoints(run: Path) -> list[Path]:
     return sorted(p for p in d.glob("step-*") if (p / ".complete").is_file())
 
 
-def resume_from_latest(run: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
-    """Load the newest complete checkpoint into model/optimizer; returns its state (``{}`` when none)."""
+def resume_from_latest(run: Path, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer) -> dict:
+    """Load the newest complete checkpoint into modules/optimizer; returns its state (``{}`` when none)."""
     ckpts = complete_checkpoints(run)
     if not ckpts:
         return {}
     last = ckpts[-1]
-    load_weights(model, last / "model")
+    for name, m in modules.items():
+        load_weights(m, last / name)
     optimizer.load_state_dict(torch.load(last / "optimizer.pt", weights_only=True))
     return read_json(last / "state.json")
 

@@ -28,6 +28,8 @@ class TokenizerTrainConfig:
     log_every: int = 25
     ckpt_every: int = 250
     resume: bool = False
+    init_from: str = ""  # start from a trained tokenizer folder (e.g. to fine-tune its decoder)
+    freeze_encoder: bool = False  # keep tokens fixed (so a generator can train on them) and improve the decoder
     channels: tuple[int, ...] = (32, 64, 128, 128)
     levels: tuple[int, ...] = (8, 5, 5, 5)
 
@@ -47,16 +49,20 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
     run = Path(cfg.out)
     run.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    model = VQModel(VQConfig(channels=cfg.channels, levels=cfg.levels))
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
-    state = resume_from_latest(run, model, opt) if cfg.resume else {}
+    model = VQModel.from_pretrained(cfg.init_from).train() if cfg.init_from else \
+        VQModel(VQConfig(channels=cfg.channels, levels=cfg.levels))
+    if cfg.freeze_encoder:
+        model.encoder.requires_grad_(False)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=(0.9, 0.99),
+                            weight_decay=0.0)
+    state = resume_from_latest(run, {"model": model}, opt) if cfg.resume else {}
     start = state.get("step", 0)
     model, opt = accelerator.prepare(model, opt)
     log = LossLog(run, start)
     (run / "train_config.json").write_text(str(asdict(cfg)))
     # Held-out scenes (a seed no training step uses) to report PSNR on.
     val_images, _, _ = shapes_batch(cfg.seed + 10_000, 0, 64)
-    usage = torch.zeros(model.module.vocab_size if hasattr(model, "module") else VQConfig(levels=cfg.levels).vocab_size)
+    usage = torch.zeros(accelerator.unwrap_model(model).vocab_size)  # token counts since the last log line
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not accelerator.is_main_process)
     t0 = time.time()
     for step in bar:
@@ -87,7 +93,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
             log.append(row)
             bar.set_postfix(loss=f"{row['loss']:.4f}", ppl=f"{perplexity:.0f}", psnr=row.get("val_psnr", ""))
         if (done % cfg.ckpt_every == 0 or done == cfg.steps) and accelerator.is_main_process:
-            save_training_checkpoint(run, done, accelerator.unwrap_model(model), opt, {"seed": cfg.seed})
+            save_training_checkpoint(run, done, {"model": accelerator.unwrap_model(model)}, opt, {"seed": cfg.seed})
             with torch.no_grad():
                 rec = accelerator.unwrap_model(model)(val_images[:16])[0]
             pairs = np.concatenate([tensor_to_uint8(val_images[:16]), tensor_to_uint8(rec)])

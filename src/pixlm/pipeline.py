@@ -1,0 +1,227 @@
+"""Pipelines: the text encoder, a token generator and the VQ decoder composed behind one call.
+
+A model folder holds ``model_index.json`` plus one subfolder per component, each ``config.json`` +
+``model.safetensors``::
+
+    model_index.json   {"pipeline": "TextToImagePipeline", "generator": "masked", "defaults": {...}}
+    vq/  text_encoder/  generator/
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Callable
+
+import torch
+from PIL import Image
+
+from pixlm.checkpoint import CheckpointError, atomic_write_dir, read_json, write_json
+from pixlm.models.masked import MaskedTransformer
+from pixlm.models.vq import VQModel
+from pixlm.sampling.maskgit import MaskGITSampler
+from pixlm.text.encoder import TextEncoder
+
+MAX_PROMPT_CHARS = 1000
+MAX_IMAGES_PER_PROMPT = 64
+MAX_STEPS = 64
+MAX_GUIDANCE = 50.0
+GENERATORS = {"masked": MaskedTransformer}
+BUNDLED = "shapes-masked"
+
+PreviewCallback = Callable[[int, int, torch.Tensor], None]
+
+
+@dataclass
+class PipelineOutput:
+    images: list[Image.Image]
+    prompts: list[str]  # the prompt each image was generated from (after expansion, if any)
+    tokens: torch.Tensor  # (N, h, w) image tokens
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def bundled_model_path(name: str = BUNDLED) -> Path:
+    """Folder of a model shipped inside the package."""
+    path = Path(str(resources.files("pixlm") / "assets" / name))
+    if not (path / "model_index.json").is_file():
+        raise CheckpointError(f"bundled model {name!r} is not installed at {path}; rebuild it with "
+                              "`python -m pixlm.train.bundle` (see README)")
+    return path
+
+
+def _check_prompts(prompt: str | list[str], name: str = "prompt") -> list[str]:
+    prompts = [prompt] if isinstance(prompt, str) else prompt
+    if not isinstance(prompts, (list, tuple)) or not prompts:
+        raise ValueError(f"{name} must be a non-empty string or a non-empty list of strings, got {prompt!r}")
+    for p in prompts:
+        if not isinstance(p, str) or not p.strip():
+            raise ValueError(f"{name} entries must be non-empty strings, got {p!r}")
+        if len(p) > MAX_PROMPT_CHARS:
+            raise ValueError(f"{name} has {len(p)} characters; at most {MAX_PROMPT_CHARS} are allowed")
+    return [p.strip() for p in prompts]
+
+
+def _check_number(value, name: str, lo: float, hi: float, integer: bool) -> None:
+    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok_type or not math.isfinite(float(value)) or not lo <= value <= hi:
+        kind = "an integer" if integer else "a finite number"
+        raise ValueError(f"{name}={value!r} must be {kind} in [{lo}, {hi}]")
+
+
+def make_generator(seed: int | None, device: torch.device | str = "cpu") -> tuple[torch.Generator, int]:
+    """A seeded ``torch.Generator`` (a random seed when None) and the seed used."""
+    if seed is None:
+        seed = secrets.randbits(63)
+    _check_number(seed, "seed", 0, 2**63 - 1, integer=True)
+    return torch.Generator(device=device).manual_seed(seed), seed
+
+
+def tokens_to_images(vq: VQModel, tokens: torch.Tensor) -> list[Image.Image]:
+    """(B, h, w) tokens → PIL images; refuses NaN/Inf instead of writing black pictures."""
+    with torch.no_grad():
+        x = vq.decode(tokens)
+    if not torch.isfinite(x).all():
+        raise FloatingPointError("the VQ decoder produced NaN/Inf pixels; the model weights are corrupt")
+    arr = ((x + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(a) for a in arr]
+
+
+class TextToImagePipeline:
+    """prompt → text states → generator tokens → VQ decoder → images."""
+
+    def __init__(self, vq: VQModel, text_encoder: TextEncoder, generator: MaskedTransformer,
+                 defaults: dict | None = None, device: str = "cpu") -> None:
+        self.vq = vq.eval()
+        self.text_encoder = text_encoder
+        self.generator = generator.eval()
+        self.defaults = {"num_inference_steps": 8, "guidance_scale": 3.0, "temperature": 1.0,
+                         "choice_temperature": 4.5, **(defaults or {})}
+        self.device = torch.device(device)
+        if generator.config.vocab_size != vq.vocab_size:
+            raise CheckpointError(f"generator vocab {generator.config.vocab_size} != tokenizer vocab {vq.vocab_size}")
+        if generator.config.text_dim != text_encoder.dim:
+            raise CheckpointError(f"generator expects text_dim {generator.config.text_dim}, "
+                                  f"text encoder gives {text_encoder.dim}")
+
+    # ------------------------------------------------------------------ persistence
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike | None = None, device: str = "cpu") -> "TextToImagePipeline":
+        root = bundled_model_path() if path is None else Path(path)
+        if not root.is_dir():
+            raise CheckpointError(f"model folder {str(root)!r} does not exist")
+        index = read_json(root / "model_index.json")
+        kind = index.get("generator")
+        if kind not in GENERATORS:
+            raise CheckpointError(f"{root}/model_index.json names generator {kind!r}; known: {sorted(GENERATORS)}")
+        vq = VQModel.from_pretrained(root / "vq", map_location=device)
+        text = TextEncoder.from_pretrained(root / "text_encoder", device=device)
+        gen = GENERATORS[kind].from_pretrained(root / "generator", map_location=device)
+        return cls(vq, text, gen, index.get("defaults"), device=device)
+
+    def save_pretrained(self, path: str | os.PathLike) -> Path:
+        def write(tmp: Path) -> None:
+            self.vq.save_pretrained(tmp / "vq")
+            self.text_encoder.save_pretrained(tmp / "text_encoder")
+            self.generator.save_pretrained(tmp / "generator")
+            write_json(tmp / "model_index.json", {"pipeline": type(self).__name__, "generator": self.generator.kind,
+                                                  "defaults": self.defaults})
+
+        return atomic_write_dir(path, write)
+
+    # ------------------------------------------------------------------ generation
+    def encode_prompts(self, prompts: list[str]) -> dict:
+        states, mask = self.text_encoder.encode(prompts)
+        return self.generator.prepare_text(states.to(self.device), mask.to(self.device))
+
+    def generate(self, prompt: str | list[str], num_images_per_prompt: int = 1,
+                 num_inference_steps: int | None = None, guidance_scale: float | None = None,
+                 negative_prompt: str | list[str] | None = None, seed: int | None = None,
+                 callback: PreviewCallback | None = None, temperature: float | None = None) -> PipelineOutput:
+        """Like ``__call__`` but returns tokens and timings too."""
+        prompts = _check_prompts(prompt)
+        steps = self.defaults["num_inference_steps"] if num_inference_steps is None else num_inference_steps
+        scale = self.defaults["guidance_scale"] if guidance_scale is None else guidance_scale
+        temp = self.defaults["temperature"] if temperature is None else temperature
+        _check_number(num_images_per_prompt, "num_images_per_prompt", 1, MAX_IMAGES_PER_PROMPT, integer=True)
+        _check_number(steps, "num_inference_steps", 1, MAX_STEPS, integer=True)
+        _check_number(scale, "guidance_scale", 0.0, MAX_GUIDANCE, integer=False)
+        _check_number(temp, "temperature", 0.0, 10.0, integer=False)
+        negatives = None
+        if negative_prompt is not None:
+            negatives = _check_prompts(negative_prompt, "negative_prompt")
+            if len(negatives) == 1:
+                negatives = negatives * len(prompts)
+            if len(negatives) != len(prompts):
+                raise ValueError(f"got {len(negatives)} negative prompts for {len(prompts)} prompts")
+        gen, _ = make_generator(seed, "cpu")
+        t0 = time.perf_counter()
+        rows = [p for p in prompts for _ in range(num_images_per_prompt)]
+        with torch.inference_mode():
+            uniq = list(dict.fromkeys(prompts + (negatives or []) + [""]))
+            states, mask = self.text_encoder.encode(uniq)
+            pos = {p: i for i, p in enumerate(uniq)}
+
+            def prepared(texts: list[str]) -> dict:
+                idx = torch.tensor([pos[t] for t in texts])
+                return self.generator.prepare_text(states[idx].to(self.device), mask[idx].to(self.device))
+
+            cond = prepared(rows)
+            neg_rows = [n for n in negatives for _ in range(num_images_per_prompt)] if negatives else [""] * len(rows)
+            uncond = prepared(neg_rows) if scale != 1.0 else None
+            t1 = time.perf_counter()
+            sampler = MaskGITSampler(steps, scale, temp, self.defaults["choice_temperature"])
+            try:
+                tokens = sampler.sample(self.generator, cond, uncond, len(rows), generator=gen, callback=callback)
+            except RuntimeError as e:
+                if "probability tensor" in str(e):
+                    raise FloatingPointError("the generator produced NaN/Inf logits; the weights are corrupt") from e
+                raise
+            t2 = time.perf_counter()
+            g = self.generator.config.grid
+            tokens = tokens.view(len(rows), g, g)
+            images = tokens_to_images(self.vq, tokens)
+        t3 = time.perf_counter()
+        timings = {"text_ms": (t1 - t0) * 1e3, "sample_ms": (t2 - t1) * 1e3, "decode_ms": (t3 - t2) * 1e3}
+        return PipelineOutput(images, rows, tokens, timings)
+
+    def __call__(self, prompt: str | list[str], num_images_per_prompt: int = 1, num_inference_steps: int | None = None,
+                 guidance_scale: float | None = None, negative_prompt: str | list[str] | None = None,
+                 seed: int | None = None, callback: PreviewCallback | None = None) -> list[Image.Image]:
+        """Images in prompt order, then per-prompt order."""
+        return self.generate(prompt, num_images_per_prompt, num_inference_steps, guidance_scale, negative_prompt,
+                             seed, callback).images
+
+    def decode_preview(self, tokens: torch.Tensor) -> list[Image.Image]:
+        """Decode a partially masked token grid, showing still-masked places as blank canvas (UI previews)."""
+        if not hasattr(self, "_blank_token"):
+            white = torch.ones(1, 3, self.vq.config.image_size, self.vq.config.image_size)
+            self._blank_token = int(self.vq.encode(white)[0, 0, 0])
+        t = tokens.clone()
+        t[t >= self.vq.vocab_size] = self._blank_token
+        g = self.generator.config.grid
+        return tokens_to_images(self.vq, t.view(-1, g, g))
+
+
+def load_pipeline(path: str | os.PathLike | None = None, device: str = "cpu") -> TextToImagePipeline:
+    """Load a pipeline from a model folder; ``None`` loads the bundled shapes model."""
+    return TextToImagePipeline.from_pretrained(path, device=device)
+
+
+def contact_sheet(images: list[Image.Image], cols: int | None = None) -> Image.Image:
+    """Tile images into one picture (for N > 1 outputs)."""
+    cols = cols or min(len(images), 8)
+    rows = (len(images) + cols - 1) // cols
+    w, h = images[0].size
+    sheet = Image.new("RGB", (cols * w, rows * h), (255, 255, 255))
+    for i, im in enumerate(images):
+        sheet.paste(im, ((i % cols) * w, (i // cols) * h))
+    return sheet
+
+
+__all__ = ["TextToImagePipeline", "PipelineOutput", "load_pipeline", "contact_sheet", "bundled_model_path",
+           "tokens_to_images"]

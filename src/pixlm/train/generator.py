@@ -1,0 +1,202 @@
+"""Train the masked token generator on (image tokens, text states) pairs. One straight-line Accelerate loop.
+
+The images of the training pool are encoded once by the frozen tokenizer and the captions once by the frozen
+text encoder (both cached in the run folder), so each step costs only the generator's forward/backward.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from pixlm.checkpoint import write_json
+from pixlm.data.shapes import caption, random_scene, render, satisfies
+from pixlm.models.masked import MaskedConfig, MaskedTransformer, masked_token_loss
+from pixlm.models.vq import VQModel
+from pixlm.pipeline import TextToImagePipeline
+from pixlm.text.encoder import TextEncoder, TextEncoderConfig, pad_states
+from pixlm.train.common import LossLog, images_to_tensor, resume_from_latest, save_grid, save_training_checkpoint
+from pixlm.train.tokenizer import lr_at
+
+
+@dataclass
+class GeneratorTrainConfig:
+    out: str = "runs/generator"
+    tokenizer: str = "runs/tokenizer/model"
+    text_encoder: str = "minilm"  # "minilm", "tiny" or a local Hugging Face directory
+    data: str = ""  # an imagefolder with metadata.jsonl; empty = shapes scenes
+    pool: int = 60_000  # shapes scenes to render and pre-encode
+    steps: int = 4000
+    batch_size: int = 64
+    lr: float = 1e-3
+    warmup: int = 200
+    weight_decay: float = 0.05
+    cond_dropout: float = 0.1
+    ema: float = 0.999
+    seed: int = 0
+    dim: int = 192
+    layers: int = 4
+    heads: int = 4
+    conditioning: str = "cross"
+    log_every: int = 25
+    eval_every: int = 500
+    ckpt_every: int = 250
+    resume: bool = False
+
+
+def text_encoder_from_spec(spec: str) -> TextEncoder:
+    if spec in ("minilm", "tiny"):
+        return TextEncoder(TextEncoderConfig(type=spec))
+    return TextEncoder(TextEncoderConfig(type="hf", path=spec))
+
+
+def build_pool(cfg: GeneratorTrainConfig, vq: VQModel, text: TextEncoder, run: Path) -> dict[str, torch.Tensor]:
+    """Tokens (P, N) int16 and ragged text states (flat fp16 + offsets), cached as ``run/pool.safetensors``."""
+    cache = run / "pool.safetensors"
+    if cache.is_file():
+        return load_file(str(cache))
+    if cfg.data:
+        from pixlm.data.folder import ImageFolder
+
+        folder = ImageFolder(cfg.data)
+        items = [folder[i] for i in range(len(folder))]
+        images = torch.stack([it["image"] for it in items])
+        captions = [it["text"] for it in items]
+    else:
+        rng = random.Random(cfg.seed + 777)
+        scenes = [random_scene(rng) for _ in range(cfg.pool)]
+        captions = [caption(s, rng) for s in scenes]
+        images = None
+    tokens, flat, offsets = [], [], [0]
+    bs = 256
+    for i in tqdm(range(0, len(captions), bs), desc="encoding pool"):
+        if images is None:
+            batch = images_to_tensor(np.stack([np.asarray(render(s)) for s in scenes[i:i + bs]]))
+        else:
+            batch = images[i:i + bs]
+        tokens.append(vq.encode(batch).flatten(1).to(torch.int16))
+        states, mask = text.encode(captions[i:i + bs], use_cache=False)
+        for s, m in zip(states, mask):
+            flat.append(s[m].half())
+            offsets.append(offsets[-1] + int(m.sum()))
+    pool = {"tokens": torch.cat(tokens), "text": torch.cat(flat), "offsets": torch.tensor(offsets)}
+    save_file(pool, str(cache))
+    (run / "pool_captions.txt").write_text("\n".join(captions) + "\n")
+    return pool
+
+
+def gather_text(pool: dict[str, torch.Tensor], idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    off = pool["offsets"]
+    return pad_states([pool["text"][off[i]:off[i + 1]].float() for i in idx.tolist()])
+
+
+def quick_accuracy(pipe: TextToImagePipeline, n: int = 48, seed: int = 123) -> float:
+    """Fraction of generated images whose geometric reading satisfies a held-out caption's scene exactly.
+
+    A caption may leave attributes out, so the check uses the caption's scene only for counts and the
+    attributes the caption states — approximated here by requiring the true scene's shapes and colours."""
+    from pixlm.eval.geometric import read_scene
+
+    rng = random.Random(seed)
+    scenes = [random_scene(rng, 1, 2) for _ in range(n)]
+    prompts = []
+    for s in scenes:  # fully specified captions: colour, shape and position of each object
+        parts = [f"a {o.color} {o.shape} " + ("in the top left", "at the top", "in the top right", "on the left",
+                 "in the center", "on the right", "in the bottom left", "at the bottom",
+                 "in the bottom right")[o.row * 3 + o.col] for o in s.objects]
+        prompts.append(" and ".join(parts))
+    images = pipe(prompts, seed=seed)
+    ok = 0
+    for s, im in zip(scenes, images):
+        spec = {"objects": [{k: v for k, v in o.to_dict().items() if k != "size"} for o in s.objects]}
+        ok += satisfies(read_scene(im), spec)
+    return ok / n
+
+
+def train_generator(cfg: GeneratorTrainConfig) -> Path:
+    from accelerate import Accelerator
+
+    accelerator = Accelerator()
+    run = Path(cfg.out)
+    run.mkdir(parents=True, exist_ok=True)
+    write_json(run / "train_config.json", asdict(cfg))
+    torch.manual_seed(cfg.seed)
+    vq = VQModel.from_pretrained(cfg.tokenizer)
+    text = text_encoder_from_spec(cfg.text_encoder)
+    pool = build_pool(cfg, vq, text, run)
+    null_states, null_mask = text.encode([""])  # condition dropout uses the empty prompt, as CFG does
+    model = MaskedTransformer(MaskedConfig(vocab_size=vq.vocab_size, dim=cfg.dim, layers=cfg.layers, heads=cfg.heads,
+                                           text_dim=text.dim, conditioning=cfg.conditioning))
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim < 2 or "emb" in name else decay).append(p)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
+    state = resume_from_latest(run, {"model": ema, "raw": model}, opt) if cfg.resume else {}
+    start = state.get("step", 0)
+    model, opt = accelerator.prepare(model, opt)
+    log = LossLog(run, start)
+    n_pool = pool["tokens"].shape[0]
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not accelerator.is_main_process)
+    t0 = time.time()
+    for step in bar:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, cfg.lr, cfg.warmup, cfg.steps)
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)  # data order = f(seed, step)
+        idx = torch.randint(0, n_pool, (cfg.batch_size * accelerator.num_processes,), generator=gen)
+        idx = idx.chunk(accelerator.num_processes)[accelerator.process_index]
+        tokens = pool["tokens"][idx].long()
+        states, mask = gather_text(pool, idx)
+        drop = torch.rand(len(idx), generator=gen) < cfg.cond_dropout
+        if drop.any():
+            t = max(states.shape[1], null_states.shape[1])
+            states = torch.nn.functional.pad(states, (0, 0, 0, t - states.shape[1]))
+            mask = torch.nn.functional.pad(mask, (0, t - mask.shape[1]))
+            states[drop] = 0
+            mask[drop] = False
+            states[drop, : null_states.shape[1]] = null_states[0]
+            mask[drop, : null_mask.shape[1]] = True
+        loss = masked_token_loss(model, tokens.to(accelerator.device), states.to(accelerator.device),
+                                 mask.to(accelerator.device), generator=gen)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"generator loss became {loss.item()} at step {step}")
+        opt.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        with torch.no_grad():
+            d = min(cfg.ema, (1 + step) / (10 + step))
+            for pe, pm in zip(ema.parameters(), accelerator.unwrap_model(model).parameters()):
+                pe.lerp_(pm, 1 - d)
+        done = step + 1
+        if done % cfg.log_every == 0 and accelerator.is_main_process:
+            row = {"step": done, "loss": loss.item(), "lr": opt.param_groups[0]["lr"], "elapsed_s": time.time() - t0}
+            if done % cfg.eval_every == 0 or done == cfg.steps:
+                pipe = TextToImagePipeline(vq, text, ema)
+                row["quick_acc"] = quick_accuracy(pipe)
+                images = pipe(["two red circles above a blue square", "a large green triangle in the center",
+                               "three yellow diamonds", "a small purple square in the bottom right",
+                               "a cyan circle to the left of an orange diamond", "four pink squares",
+                               "a blue triangle at the top and a red circle at the bottom", "a picture of a big disk"],
+                              num_images_per_prompt=2, seed=0)
+                save_grid(np.stack([np.asarray(im) for im in images]), run / f"samples-{done:07d}.png", cols=8)
+            log.append(row)
+            bar.set_postfix(loss=f"{row['loss']:.3f}", acc=row.get("quick_acc", ""))
+        if (done % cfg.ckpt_every == 0 or done == cfg.steps) and accelerator.is_main_process:
+            save_training_checkpoint(run, done, {"model": ema, "raw": accelerator.unwrap_model(model)}, opt,
+                                     {"seed": cfg.seed})
+            log.plot(("loss", "quick_acc"))
+    pipe = TextToImagePipeline(vq, text, ema)
+    if accelerator.is_main_process:
+        pipe.save_pretrained(run / "pipeline")
+    return run / "pipeline"
