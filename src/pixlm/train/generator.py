@@ -132,8 +132,9 @@ def train_generator(cfg: GeneratorTrainConfig) -> Path:
     torch.manual_seed(cfg.seed)
     vq = VQModel.from_pretrained(cfg.tokenizer)
     text = text_encoder_from_spec(cfg.text_encoder)
-    pool = build_pool(cfg, vq, text, run)
-    null_states, null_mask = text.encode([""])  # condition dropout uses the empty prompt, as CFG does
+    with torch.no_grad():  # the text encoder is frozen while the generator trains
+        pool = build_pool(cfg, vq, text, run)
+        null_states, null_mask = text.encode([""])  # condition dropout uses the empty prompt, as CFG does
     model = MaskedTransformer(MaskedConfig(vocab_size=vq.vocab_size, dim=cfg.dim, layers=cfg.layers, heads=cfg.heads,
                                            text_dim=text.dim, conditioning=cfg.conditioning))
     ema = copy.deepcopy(model).eval().requires_grad_(False)
