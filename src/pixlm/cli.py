@@ -171,5 +171,31 @@ def train_generator_cmd(
     typer.echo(str(path))
 
 
+# ---------------------------------------------------------------------------------------------- eval
+@app.command("eval")
+def eval_cmd(
+    out: Annotated[Path, typer.Option(help="Report folder: report.json, report.md, failures.png, images/.")],
+    model: Annotated[Optional[str], typer.Option(help="Model folder; default: the bundled shapes model.")] = None,
+    prompts: Annotated[Optional[str], typer.Option(help="Prompt-spec JSONL (several: comma-separated); "
+                                                   "default: the shipped dev set.")] = None,
+    images_per_prompt: Annotated[int, typer.Option(min=1, help="Images generated per prompt.")] = 4,
+    images: Annotated[Optional[Path], typer.Option("--images", help="Score this folder (images + metadata.jsonl "
+                                                   "of prompt-spec rows with file_name) instead of generating.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed for generation and reference renders.")] = 0,
+    steps: Annotated[Optional[int], typer.Option(help="Decoding steps (default: the model's).")] = None,
+    guidance: Annotated[Optional[float], typer.Option(help="Guidance scale (default: the model's).")] = None,
+) -> None:
+    """Judge generated (or given) images against prompt specs; write scores with 95% CIs, FID and failures."""
+    from pixlm.eval.report import run_eval
+
+    with user_errors():
+        report = run_eval(model, prompts, images_per_prompt, str(out), images_dir=str(images) if images else None,
+                          seed=seed, steps=steps, guidance=guidance)
+    lo, hi = report["overall_ci95"]
+    fid = "n/a" if report["fid"] is None else f"{report['fid']:.2f}"
+    typer.echo(f"overall {report['overall']:.3f} (95% CI {lo:.3f}–{hi:.3f}) on {report['n_images']} images; "
+               f"FID {fid}; report in {out / 'report.md'}")
+
+
 if __name__ == "__main__":
     app()
