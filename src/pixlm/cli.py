@@ -118,6 +118,27 @@ def generate(
                f"sampling {t['sample_ms']:.0f}, decoding {t['decode_ms']:.0f})", err=True)
 
 
+# ---------------------------------------------------------------------------------------------- serve
+@app.command("serve")
+def serve(
+    model: Annotated[Optional[str], typer.Option(help="Model folder; default: the bundled shapes model.")] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535)] = 8000,
+    max_batch: Annotated[int, typer.Option(min=1, help="Most images in one model forward.")] = 16,
+    batch_window_ms: Annotated[float, typer.Option(min=0, help="How long a batch waits for companions.")] = 5.0,
+    max_queue: Annotated[int, typer.Option(min=1, help="Requests waiting before 429.")] = 64,
+    timeout: Annotated[float, typer.Option(min=0.1, help="Per-request timeout in seconds (504 after).")] = 60.0,
+    output_dir: Annotated[Optional[Path], typer.Option(help="Folder for response_format=url images.")] = None,
+    url_ttl: Annotated[float, typer.Option(min=1, help="Seconds a url image stays available.")] = 3600.0,
+) -> None:
+    """Serve the OpenAI-compatible Images API (/v1) and the web UI (/) with dynamic batching."""
+    from pixlm.serve import run_server
+
+    with user_errors():
+        run_server(model, host=host, port=port, max_batch=max_batch, batch_window_ms=batch_window_ms,
+                   max_queue=max_queue, request_timeout_s=timeout, output_dir=output_dir, url_ttl_s=url_ttl)
+
+
 # ---------------------------------------------------------------------------------------------- train
 train_app = typer.Typer(help="Train components (one Accelerate loop each; `accelerate launch -m pixlm.cli train ...` "
                         "for several processes).", no_args_is_help=True)

@@ -1,0 +1,73 @@
+"""OpenAI-compatible Images API server with dynamic batching and a browser UI.
+
+``build_app(pipeline)`` makes the FastAPI app; ``run_server(...)`` loads a model and serves it with uvicorn.
+FastAPI and uvicorn are imported only when one of these is used (``pip install 'pixlm[serve]'``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+
+def build_app(pipeline, **kwargs: Any) -> "FastAPI":
+    """The FastAPI app serving ``pipeline``; see :func:`pixlm.serve.app.build_app` for the options."""
+    from pixlm.serve.app import build_app as _build
+
+    return _build(pipeline, **kwargs)
+
+
+def run_server(model: str | os.PathLike | None = None, host: str = "127.0.0.1", port: int = 8000,
+               log_level: str = "info", **kwargs: Any) -> None:
+    """Load a model folder (None: the bundled model) and serve it until interrupted."""
+    try:
+        import uvicorn
+    except ImportError as e:  # pragma: no cover - depends on the install
+        raise ValueError("serving needs the serve extra: pip install 'pixlm[serve]'") from e
+    from pathlib import Path
+
+    from pixlm.pipeline import BUNDLED, load_pipeline
+
+    pipeline = load_pipeline(model)
+    name = Path(model).resolve().name if model is not None else BUNDLED
+    app = build_app(pipeline, model_name=kwargs.pop("model_name", None) or name, **kwargs)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
+
+
+@contextlib.contextmanager
+def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0, timeout_s: float = 20.0) -> Iterator[str]:
+    """Run ``app`` with uvicorn in a background thread (tests, benchmarks); yields its base URL.
+
+    ``port=0`` picks a free port. The server is stopped when the block exits.
+    """
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="pixlm-uvicorn")
+    thread.start()
+    deadline = time.monotonic() + timeout_s
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://{host}:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout_s)
+        sock.close()
+
+
+__all__ = ["build_app", "run_server", "serve_in_thread"]
