@@ -33,6 +33,12 @@ def run_server(model: str | os.PathLike | None = None, host: str = "127.0.0.1", 
 
     from pixlm.pipeline import BUNDLED, load_pipeline
 
+    from PIL import Image
+
+    from pixlm.serve.schemas import Limits
+
+    # A second line of defence behind the header check in decode_upload: PIL itself refuses anything over 2× this.
+    Image.MAX_IMAGE_PIXELS = (kwargs.get("limits") or Limits()).max_image_pixels
     pipeline = load_pipeline(model)
     name = Path(model).resolve().name if model is not None else BUNDLED
     app = build_app(pipeline, model_name=kwargs.pop("model_name", None) or name, **kwargs)
