@@ -218,5 +218,47 @@ def eval_cmd(
                f"FID {fid}; report in {out / 'report.md'}")
 
 
+# ---------------------------------------------------------------------------------------------- bench
+def _int_list(value: str, name: str) -> tuple[int, ...]:
+    try:
+        steps = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"{name}={value!r} must be comma-separated integers, e.g. 4,8,12") from None
+    if not steps or any(v < 1 for v in steps):
+        raise ValueError(f"{name}={value!r} must list step counts >= 1")
+    return steps
+
+
+@app.command("bench")
+def bench_cmd(
+    models: Annotated[list[str], typer.Option("--models", help="Model folders (DIR or LABEL=DIR; `bundled` = the "
+                                              "shipped model). `--models A B C` and `--models A --models B` both "
+                                              "work.")],
+    more_models: Annotated[Optional[list[str]], typer.Argument(metavar="[DIR]...", help="More model folders.",
+                                                               show_default=False)] = None,
+    prompts: Annotated[Optional[str], typer.Option(help="Prompt-spec JSONL; default: the shipped dev set.")] = None,
+    out: Annotated[Path, typer.Option(help="Output folder: bench.json, bench.md, bench.png, eval/.")] = Path("bench"),
+    masked_steps: Annotated[str, typer.Option(help="Step counts for masked generators.")] = "4,8,12",
+    diffusion_steps: Annotated[str, typer.Option(help="Step counts for diffusion generators.")] = "10,25,50",
+    repeats: Annotated[int, typer.Option(min=20, help="Timed batch-1 calls (median reported).")] = 20,
+    images_per_prompt: Annotated[int, typer.Option(min=1, help="Images per prompt for accuracy/FID.")] = 1,
+    threads: Annotated[int, typer.Option(min=0, help="torch threads for the run (0: leave as is).")] = 0,
+    memory: Annotated[str, typer.Option(help="Peak memory: subprocess (fresh process per row), inprocess, off.")]
+    = "subprocess",
+    quality: Annotated[bool, typer.Option(help="Measure accuracy and FID (--no-quality: speed only).")] = True,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Latency (bs 1), throughput (bs 64), peak memory, accuracy and FID of several models in one run."""
+    from pixlm.bench import BenchConfig, run_bench
+
+    with user_errors():
+        cfg = BenchConfig(repeats=repeats, images_per_prompt=images_per_prompt, threads=threads, memory=memory,
+                          quality=quality, seed=seed, steps={"masked": _int_list(masked_steps, "--masked-steps"),
+                                                             "diffusion": _int_list(diffusion_steps, "--diffusion-steps")})
+        names = [m for arg in [*models, *(more_models or [])] for m in arg.split(",") if m]
+        run_bench(names, prompts, out, cfg)
+    typer.echo(f"wrote {out / 'bench.json'}, {out / 'bench.md'}, {out / 'bench.png'}")
+
+
 if __name__ == "__main__":
     app()

@@ -22,16 +22,22 @@ import torch
 from PIL import Image
 
 from pixlm.checkpoint import CheckpointError, atomic_write_dir, read_json, write_json
+from pixlm.models.autoregressive import AutoregressiveTransformer
+from pixlm.models.diffusion import LatentDiffusion
+from pixlm.models.gan import GANGenerator
 from pixlm.models.masked import MaskedTransformer
+from pixlm.models.vae import ConditionalVAE
 from pixlm.models.vq import VQModel
-from pixlm.sampling.maskgit import MaskGITSampler
+from pixlm.sampling.registry import make_sampler
 from pixlm.text.encoder import TextEncoder
 
 MAX_PROMPT_CHARS = 1000
 MAX_IMAGES_PER_PROMPT = 64
 MAX_STEPS = 64
 MAX_GUIDANCE = 50.0
-GENERATORS = {"masked": MaskedTransformer}
+# model_index.json "generator" → network class; ``sampling.registry.make_sampler`` picks the matching sampler.
+GENERATORS = {"masked": MaskedTransformer, "autoregressive": AutoregressiveTransformer, "gan": GANGenerator,
+              "vae": ConditionalVAE, "diffusion": LatentDiffusion}
 BUNDLED = "shapes-masked"
 
 PreviewCallback = Callable[[int, int, torch.Tensor], None]
@@ -174,7 +180,7 @@ class TextToImagePipeline:
             neg_rows = [n for n in negatives for _ in range(num_images_per_prompt)] if negatives else [""] * len(rows)
             uncond = prepared(neg_rows) if scale != 1.0 else None
             t1 = time.perf_counter()
-            sampler = MaskGITSampler(steps, scale, temp, self.defaults["choice_temperature"])
+            sampler = make_sampler(self.generator.kind, steps, scale, temp, self.defaults)
             try:
                 tokens = sampler.sample(self.generator, cond, uncond, len(rows), generator=gen, callback=callback)
             except RuntimeError as e:
