@@ -95,6 +95,7 @@ def generate(
     guidance: Annotated[Optional[float], typer.Option(help="Classifier-free guidance scale.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed; same seed, same images.")] = None,
     negative_prompt: Annotated[Optional[str], typer.Option(help="What to steer away from.")] = None,
+    expand: Annotated[bool, typer.Option(help="Rewrite PROMPT with the model's expander first.")] = False,
 ) -> None:
     """Draw images for PROMPT; prints the path of each PNG (plus a contact sheet when N > 1)."""
     from pixlm.pipeline import contact_sheet, load_pipeline
@@ -102,7 +103,9 @@ def generate(
     with user_errors():
         pipe = load_pipeline(model)
         result = pipe.generate(prompt, num_images_per_prompt=num_images, num_inference_steps=steps,
-                               guidance_scale=guidance, negative_prompt=negative_prompt, seed=seed)
+                               guidance_scale=guidance, negative_prompt=negative_prompt, seed=seed, expand=expand)
+    if expand:
+        typer.echo(f"revised prompt: {result.revised_prompts[0]}", err=True)
     out.mkdir(parents=True, exist_ok=True)
     stem = "".join(c if c.isalnum() else "_" for c in prompt.lower())[:40].strip("_") or "image"
     for i, im in enumerate(result.images):
@@ -116,6 +119,29 @@ def generate(
     t = result.timings_ms
     typer.echo(f"{len(result.images)} image(s) in {sum(t.values()):.0f} ms (text {t['text_ms']:.0f}, "
                f"sampling {t['sample_ms']:.0f}, decoding {t['decode_ms']:.0f})", err=True)
+
+
+# ---------------------------------------------------------------------------------------------- expand
+@app.command("expand")
+def expand_cmd(
+    prompt: Annotated[str, typer.Argument(help="A loose prompt, e.g. \"red ball up left\".")],
+    backend: Annotated[str, typer.Option(help="builtin, hf or openai.")] = "builtin",
+    model: Annotated[Optional[str], typer.Option(help="builtin: expander folder (default: the bundled one); "
+                                                 "hf: a local causal-LM folder; openai: the model name.")] = None,
+    base_url: Annotated[Optional[str], typer.Option(help="openai: server URL ending in /v1 "
+                                                    "(default: $OPENAI_BASE_URL or http://localhost:8080/v1).")] = None,
+    api_key_env: Annotated[str, typer.Option(help="openai: environment variable holding the key.")] = "OPENAI_API_KEY",
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds before giving up (hf, openai).")] = 10.0,
+    validate: Annotated[Optional[bool], typer.Option(help="Keep the original unless the rewrite parses as a shapes "
+                                                     "caption (default: on for builtin only).")] = None,
+) -> None:
+    """Print PROMPT rewritten as a precise caption (the original, with a warning, if expansion fails)."""
+    from pixlm.text.expander import make_expander
+
+    with user_errors():
+        expander = make_expander(backend, model, base_url=base_url, api_key_env=api_key_env, timeout_s=timeout,
+                                 validate=validate)
+        typer.echo(expander.expand(prompt))
 
 
 # ---------------------------------------------------------------------------------------------- serve
@@ -189,6 +215,26 @@ def train_generator_cmd(
                                                     text_encoder=text_encoder, steps=steps, batch_size=batch_size,
                                                     pool=pool, conditioning=conditioning, dim=dim, layers=layers,
                                                     seed=seed, resume=resume))
+    typer.echo(str(path))
+
+
+@train_app.command("expander")
+def train_expander_cmd(
+    out: Annotated[Path, typer.Option(help="Run folder; the finished expander is written to OUT/model.")],
+    steps: Annotated[int, typer.Option(min=1)] = 3000,
+    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    lr: Annotated[float, typer.Option()] = 2e-3,
+    dim: Annotated[int, typer.Option(min=8)] = 128,
+    layers: Annotated[int, typer.Option(min=1)] = 4,
+    seed: Annotated[int, typer.Option()] = 0,
+    resume: Annotated[bool, typer.Option(help="Continue from the newest complete checkpoint in OUT.")] = False,
+) -> None:
+    """Train the built-in prompt expander on (loose prompt → canonical caption) pairs made on the fly."""
+    from pixlm.train.expander import ExpanderTrainConfig, train_expander
+
+    with user_errors():
+        path = train_expander(ExpanderTrainConfig(out=str(out), steps=steps, batch_size=batch_size, lr=lr, dim=dim,
+                                                  layers=layers, seed=seed, resume=resume))
     typer.echo(str(path))
 
 

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from PIL import Image
@@ -30,6 +30,9 @@ from pixlm.models.vae import ConditionalVAE
 from pixlm.models.vq import VQModel
 from pixlm.sampling.registry import make_sampler
 from pixlm.text.encoder import TextEncoder
+
+if TYPE_CHECKING:
+    from pixlm.text.expander import Expander
 
 MAX_PROMPT_CHARS = 1000
 MAX_IMAGES_PER_PROMPT = 64
@@ -49,6 +52,7 @@ class PipelineOutput:
     prompts: list[str]  # the prompt each image was generated from (after expansion, if any)
     tokens: torch.Tensor  # (N, h, w) image tokens
     timings_ms: dict[str, float] = field(default_factory=dict)
+    revised_prompts: list[str] = field(default_factory=list)  # one per input prompt when expanded, else empty
 
 
 def bundled_model_path(name: str = BUNDLED) -> Path:
@@ -108,6 +112,8 @@ class TextToImagePipeline:
         self.defaults = {"num_inference_steps": 8, "guidance_scale": 3.0, "temperature": 1.0,
                          "choice_temperature": 4.5, **(defaults or {})}
         self.device = torch.device(device)
+        self.expander = None  # a pixlm.text.expander.Expander, loaded lazily from expander_path by expand=True
+        self.expander_path: Path | None = None
         if generator.config.vocab_size != vq.vocab_size:
             raise CheckpointError(f"generator vocab {generator.config.vocab_size} != tokenizer vocab {vq.vocab_size}")
         if generator.config.text_dim != text_encoder.dim:
@@ -127,13 +133,19 @@ class TextToImagePipeline:
         vq = VQModel.from_pretrained(root / "vq", map_location=device)
         text = TextEncoder.from_pretrained(root / "text_encoder", device=device)
         gen = GENERATORS[kind].from_pretrained(root / "generator", map_location=device)
-        return cls(vq, text, gen, index.get("defaults"), device=device)
+        pipe = cls(vq, text, gen, index.get("defaults"), device=device)
+        pipe.expander_path = root / "expander" if (root / "expander").is_dir() else None
+        return pipe
 
     def save_pretrained(self, path: str | os.PathLike) -> Path:
         def write(tmp: Path) -> None:
             self.vq.save_pretrained(tmp / "vq")
             self.text_encoder.save_pretrained(tmp / "text_encoder")
             self.generator.save_pretrained(tmp / "generator")
+            if self.expander is not None or self.expander_path is not None:
+                from pixlm.text.expander import save_expander
+
+                save_expander(self.expander or self.expander_path, tmp / "expander")
             write_json(tmp / "model_index.json", {"pipeline": type(self).__name__, "generator": self.generator.kind,
                                                   "defaults": self.defaults})
 
@@ -147,9 +159,19 @@ class TextToImagePipeline:
     def generate(self, prompt: str | list[str], num_images_per_prompt: int = 1,
                  num_inference_steps: int | None = None, guidance_scale: float | None = None,
                  negative_prompt: str | list[str] | None = None, seed: int | None = None,
-                 callback: PreviewCallback | None = None, temperature: float | None = None) -> PipelineOutput:
-        """Like ``__call__`` but returns tokens and timings too."""
+                 callback: PreviewCallback | None = None, temperature: float | None = None,
+                 expand: "bool | Expander" = False) -> PipelineOutput:
+        """Like ``__call__`` but returns tokens and timings too.
+
+        ``expand`` rewrites each prompt first: True uses the model folder's ``expander/``, or pass an
+        ``Expander``; the rewrites are returned in ``revised_prompts``.
+        """
         prompts = _check_prompts(prompt)
+        revised: list[str] = []
+        t_expand = time.perf_counter()
+        if expand is not False:
+            prompts = revised = self.get_expander(expand).expand_batch(prompts)
+        expand_ms = (time.perf_counter() - t_expand) * 1e3
         steps = self.defaults["num_inference_steps"] if num_inference_steps is None else num_inference_steps
         scale = self.defaults["guidance_scale"] if guidance_scale is None else guidance_scale
         temp = self.defaults["temperature"] if temperature is None else temperature
@@ -193,7 +215,24 @@ class TextToImagePipeline:
             images = tokens_to_images(self.vq, tokens)
         t3 = time.perf_counter()
         timings = {"text_ms": (t1 - t0) * 1e3, "sample_ms": (t2 - t1) * 1e3, "decode_ms": (t3 - t2) * 1e3}
-        return PipelineOutput(images, rows, tokens, timings)
+        if expand is not False:
+            timings["expand_ms"] = expand_ms
+        return PipelineOutput(images, rows, tokens, timings, revised)
+
+    def get_expander(self, expand: "bool | Expander" = True) -> "Expander":
+        """The expander ``generate(expand=...)`` uses: the one passed, or this model's (loaded on first use)."""
+        from pixlm.text.expander import Expander, load_expander_dir
+
+        if isinstance(expand, Expander):
+            return expand
+        if expand is not True:
+            raise ValueError(f"expand={expand!r} must be True, False or an Expander")
+        if self.expander is None:
+            if self.expander_path is None:
+                raise ValueError("expand=True but this model has no expander/ folder; pass expand=<an Expander> "
+                                 "(see pixlm.text.expander.make_expander) or set pipeline.expander")
+            self.expander = load_expander_dir(self.expander_path)
+        return self.expander
 
     def __call__(self, prompt: str | list[str], num_images_per_prompt: int = 1, num_inference_steps: int | None = None,
                  guidance_scale: float | None = None, negative_prompt: str | list[str] | None = None,
