@@ -36,6 +36,8 @@ class MaskGITSampler:
         ``init_tokens`` with a boolean ``keep`` (B, N) fixes some tokens (inpainting, variations); the rest
         start masked and are decoded on the same schedule, scaled to the masked count.
         """
+        if getattr(model, "fixed_loop", False) and callback is None and init_tokens is None:
+            return model.sample_fixed(self, cond, uncond, batch, generator)  # pixlm.fast: fixed-shape, sync-free
         cfg = model.config
         n, mask_id = cfg.num_tokens, cfg.mask_id
         device = model.pos_emb.device
