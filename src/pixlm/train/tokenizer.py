@@ -30,6 +30,7 @@ class TokenizerTrainConfig:
     resume: bool = False
     init_from: str = ""  # start from a trained tokenizer folder (e.g. to fine-tune its decoder)
     freeze_encoder: bool = False  # keep tokens fixed (so a generator can train on them) and improve the decoder
+    stop_at: int = 0  # stop after this step (0 = run to ``steps``); the LR schedule still spans ``steps``
     channels: tuple[int, ...] = (32, 64, 128, 128)
     levels: tuple[int, ...] = (8, 5, 5, 5)
 
@@ -63,7 +64,8 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
     # Held-out scenes (a seed no training step uses) to report PSNR on.
     val_images, _, _ = shapes_batch(cfg.seed + 10_000, 0, 64)
     usage = torch.zeros(accelerator.unwrap_model(model).vocab_size)  # token counts since the last log line
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not accelerator.is_main_process)
+    end = min(cfg.steps, cfg.stop_at) if cfg.stop_at else cfg.steps
+    bar = tqdm(range(start, end), initial=start, total=cfg.steps, disable=not accelerator.is_main_process)
     t0 = time.time()
     for step in bar:
         for g in opt.param_groups:
@@ -92,7 +94,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
                     row["val_psnr"] = psnr(accelerator.unwrap_model(model)(val_images)[0], val_images)
             log.append(row)
             bar.set_postfix(loss=f"{row['loss']:.4f}", ppl=f"{perplexity:.0f}", psnr=row.get("val_psnr", ""))
-        if (done % cfg.ckpt_every == 0 or done == cfg.steps) and accelerator.is_main_process:
+        if (done % cfg.ckpt_every == 0 or done == end) and accelerator.is_main_process:
             save_training_checkpoint(run, done, {"model": accelerator.unwrap_model(model)}, opt, {"seed": cfg.seed})
             with torch.no_grad():
                 rec = accelerator.unwrap_model(model)(val_images[:16])[0]
