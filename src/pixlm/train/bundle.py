@@ -59,6 +59,10 @@ def _generator(work: Path, tokenizer: Path, steps: int, pool: int) -> Path:
     return out / "pipeline"
 
 
+# Chosen by `python benchmarks/tune_sampling.py` on the public dev set (results in benchmarks/results/).
+SAMPLING_DEFAULTS = {"num_inference_steps": 8, "guidance_scale": 1.5, "temperature": 0.5, "choice_temperature": 4.5}
+
+
 def assemble(generator_pipeline: Path, decoder: Path, out: Path) -> Path:
     """Pipeline from stage 2 with the fine-tuned VQ of stage 3, weights stored as float16."""
     from pixlm.models.vq import VQModel
@@ -70,6 +74,7 @@ def assemble(generator_pipeline: Path, decoder: Path, out: Path) -> Path:
     if any(not torch.equal(v, vq.encoder.state_dict()[k]) for k, v in first.items()):
         raise RuntimeError("the fine-tuned tokenizer's encoder differs from the one the generator was trained on")
     pipe.vq = vq.eval()
+    pipe.defaults.update(SAMPLING_DEFAULTS)
     from pixlm.checkpoint import atomic_write_dir, write_json
 
     def write(tmp: Path) -> None:
