@@ -399,9 +399,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     result["diffusers"] = diffusers.__version__
 
-    def record(name: str, row: dict[str, Any]) -> None:
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def record(name: str, row: dict[str, Any]) -> None:  # written as we go, so a cut-short run keeps its rows
         result["systems"][name] = row
         print(json.dumps({name: row}), flush=True)
+        (out / f"{a.tag}.partial.json").write_text(json.dumps(result, indent=2) + "\n")
 
     # --- FLOPs of pixlm's pipeline at batch 1 (fp32 reference, counted once)
     probe = clone_pipeline(base_pipe)
@@ -532,9 +536,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["best_speedup_vs_amused"] = best
         result["target_5x_met"] = {k: v >= 5.0 for k, v in best.items() if k in ("bs1", "bs8")}
     result["wall_s"] = round(time.perf_counter() - t_start, 1)
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
     (out / f"{a.tag}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / f"{a.tag}.partial.json").unlink(missing_ok=True)
     (out / f"{a.tag}.md").write_text(to_markdown(result, lat_batches + tp_batches))
     print(f"wrote {out / (a.tag + '.json')} and .md in {result['wall_s']} s", file=sys.stderr)
     return result
