@@ -96,3 +96,18 @@ def test_cli_expand_and_generate(runner, model_dir: Path, tmp_path: Path) -> Non
     assert bad.exit_code == 1 and "backend='nope'" in bad.output
     missing = runner.invoke(app, ["expand", "x", "--model", str(tmp_path / "none")])
     assert missing.exit_code == 1 and "no built-in expander" in missing.output
+
+
+def test_shipped_expander_rewrites_the_issue_examples() -> None:
+    from pixlm.data.specs import parse_prompt
+    from pixlm.text.expander import bundled_expander_path, make_expander
+
+    if not (bundled_expander_path() / "model.safetensors").is_file():
+        pytest.skip("no bundled expander installed")
+    exp = make_expander("builtin")
+    assert exp.model.num_params() < 2_000_000
+    assert exp.expand("red ball up left") == "a red circle in the top left"
+    assert exp.expand("2 red circles") == "two red circles"
+    assert exp.expand("a red circle above a blue square") == "a red circle above a blue square"
+    few = parse_prompt(exp.expand("a few blue things"))
+    assert len(few["objects"]) in (2, 3) and all(o["color"] == "blue" for o in few["objects"])
