@@ -78,6 +78,11 @@ def assemble(generator_pipeline: Path, decoder: Path, out: Path) -> Path:
     from pixlm.checkpoint import atomic_write_dir, write_json
 
     def write(tmp: Path) -> None:
+        import shutil
+
+        for extra in ("captioner", "expander"):  # optional parts trained by their own recipes: keep them
+            if (out / extra).is_dir():
+                shutil.copytree(out / extra, tmp / extra)
         pipe.vq.save_pretrained(tmp / "vq", dtype=torch.float16)
         pipe.text_encoder.save_pretrained(tmp / "text_encoder")
         pipe.generator.save_pretrained(tmp / "generator", dtype=torch.float16)
