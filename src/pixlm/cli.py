@@ -96,14 +96,22 @@ def generate(
     seed: Annotated[Optional[int], typer.Option(help="Random seed; same seed, same images.")] = None,
     negative_prompt: Annotated[Optional[str], typer.Option(help="What to steer away from.")] = None,
     expand: Annotated[bool, typer.Option(help="Rewrite PROMPT with the model's expander first.")] = False,
+    rerank: Annotated[int, typer.Option(min=1, max=16, help="Draw N candidates per image and keep the one that "
+                                        "best matches the prompt (geometric reading + detailed caption).")] = 1,
 ) -> None:
     """Draw images for PROMPT; prints the path of each PNG (plus a contact sheet when N > 1)."""
     from pixlm.pipeline import contact_sheet, load_pipeline
 
     with user_errors():
         pipe = load_pipeline(model)
-        result = pipe.generate(prompt, num_images_per_prompt=num_images, num_inference_steps=steps,
-                               guidance_scale=guidance, negative_prompt=negative_prompt, seed=seed, expand=expand)
+        if rerank > 1:
+            from pixlm.rerank import generate_reranked
+
+            result = generate_reranked(pipe, prompt, rerank, num_images, seed=seed, num_inference_steps=steps,
+                                       guidance_scale=guidance, negative_prompt=negative_prompt, expand=expand)
+        else:
+            result = pipe.generate(prompt, num_images_per_prompt=num_images, num_inference_steps=steps,
+                                   guidance_scale=guidance, negative_prompt=negative_prompt, seed=seed, expand=expand)
     if expand:
         typer.echo(f"revised prompt: {result.revised_prompts[0]}", err=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -119,6 +127,55 @@ def generate(
     t = result.timings_ms
     typer.echo(f"{len(result.images)} image(s) in {sum(t.values()):.0f} ms (text {t['text_ms']:.0f}, "
                f"sampling {t['sample_ms']:.0f}, decoding {t['decode_ms']:.0f})", err=True)
+
+
+# ---------------------------------------------------------------------------------------------- caption, edit
+@app.command("caption")
+def caption_cmd(
+    images: Annotated[list[Path], typer.Argument(help="Pictures to describe.")],
+    model: Annotated[Optional[str], typer.Option(help="Model folder with a captioner/; default: the bundled one.")] = None,
+    detailed: Annotated[bool, typer.Option(help="Name every object: size, colour, shape and position.")] = False,
+    method: Annotated[str, typer.Option(help="greedy, beam or sample.")] = "greedy",
+    beams: Annotated[int, typer.Option(min=1, max=64, help="Beam width (--method beam).")] = 4,
+    temperature: Annotated[float, typer.Option(help="Softmax temperature (--method sample).")] = 1.0,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed (--method sample).")] = None,
+) -> None:
+    """Print one caption per IMAGE, in order."""
+    from pixlm.editing import open_image
+    from pixlm.pipeline import load_pipeline
+
+    with user_errors():
+        pics = [open_image(p) for p in images]
+        pipe = load_pipeline(model)
+        options = {"num_beams": beams} if method == "beam" else {"temperature": temperature} if method == "sample" else {}
+        for text in pipe.caption(pics, detailed=detailed, method=method, seed=seed, **options):
+            typer.echo(text)
+
+
+@app.command("edit")
+def edit_cmd(
+    image: Annotated[Path, typer.Argument(help="Picture to edit.")],
+    prompt: Annotated[str, typer.Argument(help="What the result should show; in instruct mode the instruction, "
+                                          "e.g. \"make the circle blue\".")],
+    out: Annotated[Path, typer.Option(help="Output folder for the PNGs.")],
+    mode: Annotated[str, typer.Option(help="inpaint, outpaint, variation or instruct.")] = "inpaint",
+    mask: Annotated[Optional[Path], typer.Option(help="inpaint: white (or transparent) = repaint.")] = None,
+    strength: Annotated[Optional[float], typer.Option(help="variation: fraction of tokens to resample (0.5).")] = None,
+    extend: Annotated[Optional[str], typer.Option(help="outpaint: pixels per side, e.g. \"right=16,top=8\" "
+                                                  "(multiples of 8).")] = None,
+    shift: Annotated[bool, typer.Option(help="outpaint: keep the size and shift the content instead of "
+                                        "growing the canvas.")] = False,
+    model: Annotated[Optional[str], typer.Option(help="Model folder; default: the bundled shapes model.")] = None,
+    num_images: Annotated[int, typer.Option("--num-images", "-n", min=1, help="Results to make.")] = 1,
+    steps: Annotated[Optional[int], typer.Option(help="Parallel decoding steps.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed; same seed, same result.")] = None,
+) -> None:
+    """Edit IMAGE: repaint a masked area, grow the canvas, vary it, or follow an instruction; prints the PNG paths."""
+    from pixlm.editing import edit_files
+
+    with user_errors():
+        for path in edit_files(image, prompt, out, mode, mask, strength, extend, shift, model, num_images, steps, seed):
+            typer.echo(str(path))
 
 
 # ---------------------------------------------------------------------------------------------- expand
@@ -215,6 +272,29 @@ def train_generator_cmd(
                                                     text_encoder=text_encoder, steps=steps, batch_size=batch_size,
                                                     pool=pool, conditioning=conditioning, dim=dim, layers=layers,
                                                     seed=seed, resume=resume))
+    typer.echo(str(path))
+
+
+@train_app.command("captioner")
+def train_captioner_cmd(
+    out: Annotated[Path, typer.Option(help="Run folder; the finished captioner is written to OUT/model.")],
+    tokenizer: Annotated[str, typer.Option(help="Trained tokenizer folder (its model/ subfolder).")],
+    steps: Annotated[int, typer.Option(min=1)] = 1500,
+    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    pool: Annotated[int, typer.Option(min=1, help="Shapes scenes to pre-encode.")] = 12_000,
+    attach: Annotated[Optional[str], typer.Option(help="Model folder that receives it as captioner/ (float16).")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    resume: Annotated[bool, typer.Option(help="Continue from the newest complete checkpoint in OUT.")] = False,
+    max_minutes: Annotated[float, typer.Option(min=0, help="Stop (and still write the model) after this long; "
+                                               "0 = no limit.")] = 0.0,
+) -> None:
+    """Train the image-token captioner (free and detailed captions) on shapes scenes."""
+    from pixlm.train.captioner import CaptionerTrainConfig, train_captioner
+
+    with user_errors():
+        path = train_captioner(CaptionerTrainConfig(out=str(out), tokenizer=tokenizer, steps=steps,
+                                                    batch_size=batch_size, pool=pool, attach=attach or "", seed=seed,
+                                                    resume=resume, max_minutes=max_minutes))
     typer.echo(str(path))
 
 

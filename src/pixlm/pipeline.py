@@ -32,6 +32,7 @@ from pixlm.sampling.registry import make_sampler
 from pixlm.text.encoder import TextEncoder
 
 if TYPE_CHECKING:
+    from pixlm.models.captioner import Captioner
     from pixlm.text.expander import Expander
 
 MAX_PROMPT_CHARS = 1000
@@ -114,6 +115,8 @@ class TextToImagePipeline:
         self.device = torch.device(device)
         self.expander = None  # a pixlm.text.expander.Expander, loaded lazily from expander_path by expand=True
         self.expander_path: Path | None = None
+        self.captioner = None  # a pixlm.models.captioner.Captioner, loaded lazily from captioner_path by caption()
+        self.captioner_path: Path | None = None
         if generator.config.vocab_size != vq.vocab_size:
             raise CheckpointError(f"generator vocab {generator.config.vocab_size} != tokenizer vocab {vq.vocab_size}")
         if generator.config.text_dim != text_encoder.dim:
@@ -135,6 +138,7 @@ class TextToImagePipeline:
         gen = GENERATORS[kind].from_pretrained(root / "generator", map_location=device)
         pipe = cls(vq, text, gen, index.get("defaults"), device=device)
         pipe.expander_path = root / "expander" if (root / "expander").is_dir() else None
+        pipe.captioner_path = root / "captioner" if (root / "captioner").is_dir() else None
         return pipe
 
     def save_pretrained(self, path: str | os.PathLike) -> Path:
@@ -146,6 +150,8 @@ class TextToImagePipeline:
                 from pixlm.text.expander import save_expander
 
                 save_expander(self.expander or self.expander_path, tmp / "expander")
+            if self.captioner is not None or self.captioner_path is not None:
+                self.get_captioner().save_pretrained(tmp / "captioner")
             write_json(tmp / "model_index.json", {"pipeline": type(self).__name__, "generator": self.generator.kind,
                                                   "defaults": self.defaults})
 
@@ -233,6 +239,47 @@ class TextToImagePipeline:
                                  "(see pixlm.text.expander.make_expander) or set pipeline.expander")
             self.expander = load_expander_dir(self.expander_path)
         return self.expander
+
+    # ------------------------------------------------------------------ captioning and editing
+    def has_captioner(self) -> bool:
+        """Whether ``caption`` can run: a captioner is loaded or the model folder has a ``captioner/``."""
+        return self.captioner is not None or self.captioner_path is not None
+
+    def get_captioner(self) -> "Captioner":
+        """This model's captioner (loaded on first use); ``NoCaptionerError`` when the model has none."""
+        from pixlm.models.captioner import Captioner, NoCaptionerError, tokenizer_fingerprint
+
+        if self.captioner is None:
+            if self.captioner_path is None:
+                raise NoCaptionerError("this model has no captioner/ folder; train one with `python -m "
+                                       "pixlm.train.captioner --attach MODEL_DIR` or set pipeline.captioner")
+            cap = Captioner.from_pretrained(self.captioner_path, map_location=str(self.device))
+            want = cap.config.tokenizer_id
+            if want and want != tokenizer_fingerprint(self.vq):
+                raise CheckpointError(f"{self.captioner_path} was trained on tokenizer {want}, but this model's vq/ "
+                                      f"is {tokenizer_fingerprint(self.vq)}; retrain or re-attach the captioner")
+            self.captioner = cap
+        return self.captioner
+
+    def caption(self, images: "Image.Image | list[Image.Image]", detailed: bool = False, method: str = "greedy",
+                seed: int | None = None, **options) -> list[str]:
+        """One caption per picture. ``detailed`` names every object (size, colour, shape, position);
+        ``method`` is greedy, beam or sample; ``options`` go to ``sampling.captioning.CaptionSampler``."""
+        from pixlm.editing import encode_images
+        from pixlm.sampling.captioning import caption_tokens
+
+        cap = self.get_captioner()
+        gen = make_generator(seed, "cpu")[0] if method == "sample" else None
+        with torch.inference_mode():
+            return caption_tokens(cap, encode_images(self, images), detailed, method, generator=gen, **options)
+
+    def edit(self, image: Image.Image, prompt: str, mode: str = "inpaint", mask: Image.Image | None = None,
+             strength: float | None = None, seed: int | None = None, **options) -> PipelineOutput:
+        """Edit a picture: inpaint (mask white = repaint), outpaint, variation or instruct ("make the circle blue").
+        See ``pixlm.editing.edit``; returns an ``EditOutput`` (a ``PipelineOutput`` with ``repainted`` and ``info``)."""
+        from pixlm.editing import edit
+
+        return edit(self, image, prompt, mode=mode, mask=mask, strength=strength, seed=seed, **options)
 
     def __call__(self, prompt: str | list[str], num_images_per_prompt: int = 1, num_inference_steps: int | None = None,
                  guidance_scale: float | None = None, negative_prompt: str | list[str] | None = None,

@@ -1,0 +1,114 @@
+"""Captioning quality on held-out shapes renders (a seed no training run uses).
+
+    python benchmarks/captioning.py [--model DIR | --captioner DIR --tokenizer DIR] [--n 500] [--out benchmarks/results]
+
+Detailed mode: the caption is parsed back into objects (``data.detailed.parse_detailed``) and must equal the true
+scene exactly; also per-object accuracy and the parse-failure rate, for greedy and beam decoding. Free mode:
+corpus BLEU-4 and a CIDEr-D-style score against 5 reference captions per picture drawn from ``shapes.caption``
+(the same distribution the captioner learned), plus "faithfulness": the free caption, parsed as a prompt spec,
+is satisfied by the true scene. Writes ``captioning.json``. Not a test: it measures, it does not assert.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import time
+from pathlib import Path
+
+import torch
+
+BENCH_SEED = 20261128  # held out: the captioner's pool, vocabulary and training-time eval use other seeds
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default=None, help="model folder with captioner/ (default: the bundled one)")
+    ap.add_argument("--captioner", default=None, help="a captioner folder, with --tokenizer, instead of --model")
+    ap.add_argument("--tokenizer", default=None)
+    ap.add_argument("--n", type=int, default=500)
+    ap.add_argument("--beams", type=int, default=4)
+    ap.add_argument("--out", default="benchmarks/results")
+    a = ap.parse_args()
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+
+    from pixlm.data.detailed import parse_detailed, same_scene
+    from pixlm.data.shapes import caption, random_scene, satisfies
+    from pixlm.data.specs import SpecError, parse_prompt
+    from pixlm.eval.caption_metrics import cider, corpus_bleu
+    from pixlm.models.captioner import Captioner
+    from pixlm.models.vq import VQModel
+    from pixlm.sampling.captioning import caption_tokens
+    from pixlm.train.captioner import encode_scenes
+
+    if a.captioner:
+        cap, vq, source = Captioner.from_pretrained(a.captioner), VQModel.from_pretrained(a.tokenizer), a.captioner
+    else:
+        from pixlm.pipeline import bundled_model_path, load_pipeline
+
+        pipe = load_pipeline(a.model)
+        cap, vq = pipe.get_captioner(), pipe.vq
+        source = str(a.model or bundled_model_path())
+    rng = random.Random(BENCH_SEED)
+    scenes = [random_scene(rng) for _ in range(a.n)]
+    refs = [[caption(s, rng) for _ in range(5)] for s in scenes]
+    tokens = encode_scenes(vq, scenes)
+    result: dict = {"model": source, "n_images": a.n, "seed": BENCH_SEED,
+                    "params": sum(p.numel() for p in cap.parameters()), "torch_threads": torch.get_num_threads(),
+                    "machine": platform.processor() or platform.machine()}
+
+    def batched(**kw) -> tuple[list[str], float]:
+        t0 = time.perf_counter()
+        out = []
+        for i in range(0, a.n, 100):
+            out += caption_tokens(cap, tokens[i:i + 100].long(), **kw)
+        return out, (time.perf_counter() - t0) * 1e3 / a.n
+
+    for method, kw in (("greedy", {}), ("beam", {"num_beams": a.beams})):
+        texts, ms = batched(detailed=True, method=method, **kw)
+        exact = objects_ok = objects_total = failures = 0
+        wrong = []
+        for text, s in zip(texts, scenes):
+            truth = s.to_dicts()
+            objects_total += len(truth)
+            try:
+                got = parse_detailed(text)
+            except SpecError:
+                failures += 1
+                wrong.append({"caption": text, "truth": truth})
+                continue
+            ok = same_scene(got, truth)
+            exact += ok
+            key = lambda o: tuple(sorted(o.items()))  # noqa: E731
+            objects_ok += len({key(o) for o in got} & {key(o) for o in truth})
+            if not ok:
+                wrong.append({"caption": text, "truth": truth})
+        result[f"detailed_{method}"] = {"exact_scene_accuracy": exact / a.n, "object_accuracy": objects_ok /
+                                        objects_total, "parse_failures": failures / a.n, "ms_per_image": ms,
+                                        "examples_wrong": wrong[:5]}
+    for method, kw in (("greedy", {}), ("beam", {"num_beams": a.beams})):
+        texts, ms = batched(detailed=False, method=method, **kw)
+        faithful = 0
+        for text, s in zip(texts, scenes):
+            try:
+                faithful += satisfies(s.to_dicts(), parse_prompt(text))
+            except SpecError:
+                pass
+        result[f"free_{method}"] = {"bleu4": corpus_bleu(texts, refs), "cider": cider(texts, refs),
+                                    "faithful": faithful / a.n, "ms_per_image": ms, "examples": texts[:5]}
+    # what one reference scores against the other four: the ceiling set by the captions' own variety
+    held, rest = [r[0] for r in refs], [r[1:] for r in refs]
+    result["free_reference_vs_references"] = {"bleu4": corpus_bleu(held, rest), "cider": cider(held, rest)}
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "captioning.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if not isinstance(v, dict)} |
+                     {k: {m: x for m, x in v.items() if not isinstance(x, list)} for k, v in result.items()
+                      if isinstance(v, dict)}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

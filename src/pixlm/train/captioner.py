@@ -1,0 +1,282 @@
+"""Train the image-token captioner on shapes scenes encoded by the frozen tokenizer. One straight-line Accelerate loop.
+
+A pool of scenes is rendered and encoded once (cached in the run folder as ``pool.safetensors``); each step
+draws a batch from it and, per picture, a target: with probability ``detailed_fraction`` the canonical detailed
+caption (control token ``<detailed>``), otherwise a fresh varied caption from ``shapes.caption`` (``<free>``).
+Batches are a pure function of (seed, step), so a resumed run sees what the interrupted one would have seen.
+
+One command trains it and ships it inside a model folder (float16). The shipped captioner is step 1072 of the
+1500-step schedule (its 20-minute budget ran out there on a shared 2-core CPU); this reproduces it::
+
+    python -m pixlm.train.captioner --tokenizer runs/tokenizer/model --out runs/captioner --stop-after 1072 \\
+        --attach src/pixlm/assets/shapes-masked
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from pixlm.checkpoint import CheckpointError, write_json
+from pixlm.data.detailed import detailed_caption, parse_detailed, same_scene
+from pixlm.data.shapes import (_PLURAL, _PREFIXES, _SYNONYMS, COLORS, NUMBER_WORDS, POSITIONS, RELATION_WORDS,
+                               SHAPES, SIZES, Scene, caption, random_scene, render)
+from pixlm.models.captioner import Captioner, CaptionerConfig, build_vocab, caption_loss, pad_ids, tokenizer_fingerprint
+from pixlm.models.vq import VQModel
+from pixlm.sampling.captioning import caption_tokens
+from pixlm.train.common import LossLog, images_to_tensor, resume_from_latest, save_training_checkpoint, step_rng
+from pixlm.train.tokenizer import lr_at
+
+MAX_OBJECTS = 4
+
+
+@dataclass
+class CaptionerTrainConfig:
+    out: str = "runs/captioner"
+    tokenizer: str = "runs/tokenizer/model"
+    pool: int = 12_000  # shapes scenes rendered and encoded once
+    vocab_scenes: int = 20_000  # scenes whose captions make up the vocabulary (plus every canonical/synonym word)
+    steps: int = 1500
+    batch_size: int = 64
+    lr: float = 2e-3
+    warmup: int = 100
+    weight_decay: float = 0.05
+    detailed_fraction: float = 0.7
+    label_smoothing: float = 0.0
+    ema: float = 0.998
+    seed: int = 0
+    dim: int = 128
+    encoder_layers: int = 1
+    decoder_layers: int = 3
+    heads: int = 4
+    max_length: int = 48
+    log_every: int = 25
+    eval_every: int = 300
+    eval_n: int = 200  # held-out scenes for the detailed-caption accuracy logged during training
+    ckpt_every: int = 200
+    resume: bool = False
+    max_minutes: float = 0.0  # stop early (checkpoint and model still written) after this long, pool included; 0 = off
+    stop_after: int = 0  # stop after this step although the LR schedule spans ``steps``; 0 = run all ``steps``
+    attach: str = ""  # model folder that receives the trained captioner as captioner/ (float16)
+
+
+# ---------------------------------------------------------------------------------------------- data
+def scenes_to_array(scenes: list[Scene]) -> torch.Tensor:
+    """(P, 4, 5) int8 object table (shape, colour, size, row, col indices; -1 = no object)."""
+    arr = np.full((len(scenes), MAX_OBJECTS, 5), -1, dtype=np.int8)
+    for i, s in enumerate(scenes):
+        for j, o in enumerate(s.objects):
+            arr[i, j] = (SHAPES.index(o.shape), COLORS.index(o.color), SIZES.index(o.size), o.row, o.col)
+    return torch.from_numpy(arr)
+
+
+def array_to_scene(row: torch.Tensor) -> Scene:
+    """Inverse of :func:`scenes_to_array` for one scene."""
+    objs = [{"shape": SHAPES[a], "color": COLORS[b], "size": SIZES[c], "row": int(r), "col": int(k)}
+            for a, b, c, r, k in row.tolist() if a >= 0]
+    return Scene.from_dicts(objs)
+
+
+def encode_scenes(vq: VQModel, scenes: list[Scene], batch: int = 256, desc: str | None = None) -> torch.Tensor:
+    """Render and tokenize scenes → (P, N) int16."""
+    out = []
+    for i in tqdm(range(0, len(scenes), batch), desc=desc, disable=desc is None):
+        imgs = images_to_tensor(np.stack([np.asarray(render(s)) for s in scenes[i:i + batch]]))
+        with torch.no_grad():
+            out.append(vq.encode(imgs).flatten(1).to(torch.int16))
+    return torch.cat(out)
+
+
+def build_pool(cfg: CaptionerTrainConfig, vq: VQModel, run: Path) -> dict[str, torch.Tensor]:
+    """Tokens (P, N) and object tables (P, 4, 5), cached as ``run/pool.safetensors``."""
+    cache = run / "pool.safetensors"
+    if cache.is_file():
+        return load_file(str(cache))
+    rng = random.Random(cfg.seed + 999)
+    scenes = [random_scene(rng) for _ in range(cfg.pool)]
+    pool = {"tokens": encode_scenes(vq, scenes, desc="encoding pool"), "objects": scenes_to_array(scenes)}
+    save_file(pool, str(cache))
+    return pool
+
+
+def vocabulary(seed: int = 0, n: int = 20_000) -> tuple[str, ...]:
+    """Every word the training captions can use: sampled captions plus the whole canonical and synonym lists."""
+    rng = random.Random(seed + 31337)
+    texts = []
+    for _ in range(n):
+        s = random_scene(rng)
+        texts += [caption(s, rng), detailed_caption(s)]
+    words = [*COLORS, *SHAPES, *SIZES, *POSITIONS.values(), *RELATION_WORDS.values(), *NUMBER_WORDS.values(), "an",
+             "one", *_PREFIXES, *(w for ws in _SYNONYMS.values() for w in ws), *_PLURAL.values(), "and", ","]
+    return build_vocab(texts + words)
+
+
+def training_ids(model: Captioner, scene: Scene, detailed: bool, rng: random.Random) -> list[int]:
+    text = detailed_caption(scene) if detailed else caption(scene, rng)
+    return model.encode_text(text, detailed=detailed)
+
+
+# ---------------------------------------------------------------------------------------------- eval
+def detailed_accuracy(model: Captioner, tokens: torch.Tensor, scenes: list[Scene], method: str = "greedy",
+                      batch: int = 256) -> float:
+    """Fraction of pictures whose detailed caption parses back into exactly their scene."""
+    ok = 0
+    for i in range(0, len(scenes), batch):
+        texts = caption_tokens(model, tokens[i:i + batch].long(), detailed=True, method=method)
+        for text, s in zip(texts, scenes[i:i + batch]):
+            try:
+                ok += same_scene(parse_detailed(text), s.to_dicts())
+            except ValueError:
+                pass
+    return ok / max(1, len(scenes))
+
+
+def held_out(vq: VQModel, n: int, seed: int = 424242) -> tuple[torch.Tensor, list[Scene]]:
+    """Scenes from a seed the pool never uses, and their tokens."""
+    rng = random.Random(seed)
+    scenes = [random_scene(rng) for _ in range(n)]
+    return encode_scenes(vq, scenes), scenes
+
+
+# ---------------------------------------------------------------------------------------------- train
+def train_captioner(cfg: CaptionerTrainConfig) -> Path:
+    """Train (or resume) a captioner; returns the folder of the final (EMA) model, ``OUT/model``."""
+    from accelerate import Accelerator
+
+    if not 0.0 <= cfg.detailed_fraction <= 1.0:
+        raise ValueError(f"detailed_fraction={cfg.detailed_fraction} must be in [0, 1]")
+    accelerator = Accelerator()
+    started = time.time()  # max_minutes counts from here: pool building included
+    run = Path(cfg.out)
+    run.mkdir(parents=True, exist_ok=True)
+    write_json(run / "train_config.json", asdict(cfg))
+    torch.manual_seed(cfg.seed)
+    vq = VQModel.from_pretrained(cfg.tokenizer)
+    vocab_file = run / "vocab.json"
+    if cfg.resume and vocab_file.is_file():
+        vocab = tuple(json.loads(vocab_file.read_text()))
+    else:
+        vocab = vocabulary(cfg.seed, cfg.vocab_scenes)
+        vocab_file.write_text(json.dumps(list(vocab)) + "\n")
+    pool = build_pool(cfg, vq, run)
+    eval_tokens, eval_scenes = held_out(vq, cfg.eval_n)
+    model = Captioner(CaptionerConfig(vocab=vocab, image_vocab_size=vq.vocab_size, grid=vq.config.grid, dim=cfg.dim,
+                                      encoder_layers=cfg.encoder_layers, decoder_layers=cfg.decoder_layers,
+                                      heads=cfg.heads, max_length=cfg.max_length,
+                                      tokenizer_id=tokenizer_fingerprint(vq)))
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim < 2 or "emb" in name or "pos" in name else decay).append(p)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
+    state = resume_from_latest(run, {"model": ema, "raw": model}, opt) if cfg.resume else {}
+    start = state.get("step", 0)
+    model, opt = accelerator.prepare(model, opt)
+    raw = accelerator.unwrap_model(model)
+    log = LossLog(run, start)
+    n_pool = pool["tokens"].shape[0]
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not accelerator.is_main_process,
+               mininterval=30)
+    t0 = time.time()
+    for step in bar:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, cfg.lr, cfg.warmup, cfg.steps)
+        rng = step_rng(cfg.seed, step)  # data order and caption wording = f(seed, step)
+        idx = [rng.randrange(n_pool) for _ in range(cfg.batch_size * accelerator.num_processes)]
+        idx = idx[accelerator.process_index::accelerator.num_processes]
+        rows = [training_ids(raw, array_to_scene(pool["objects"][i]), rng.random() < cfg.detailed_fraction, rng)
+                for i in idx]
+        words = pad_ids(rows).to(accelerator.device)
+        tokens = pool["tokens"][torch.tensor(idx)].long().to(accelerator.device)
+        loss = caption_loss(model, tokens, words, cfg.label_smoothing)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"captioner loss became {loss.item()} at step {step}")
+        opt.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        with torch.no_grad():
+            d = min(cfg.ema, (1 + step) / (10 + step))
+            for pe, pm in zip(ema.parameters(), raw.parameters()):
+                pe.lerp_(pm, 1 - d)
+        done = step + 1
+        if done % cfg.log_every == 0 and accelerator.is_main_process:
+            row = {"step": done, "loss": loss.item(), "lr": opt.param_groups[0]["lr"], "elapsed_s": time.time() - t0}
+            if done % cfg.eval_every == 0 or done == cfg.steps:
+                row["detailed_acc"] = detailed_accuracy(ema, eval_tokens, eval_scenes)
+                row["example"] = caption_tokens(ema, eval_tokens[:1].long())[0]
+            log.append(row)
+            bar.set_postfix(loss=f"{row['loss']:.3f}", acc=row.get("detailed_acc", ""))
+        out_of_time = cfg.max_minutes > 0 and time.time() - started > 60 * cfg.max_minutes
+        stop = "max_minutes" if out_of_time else "stop_after" if done == cfg.stop_after else ""
+        if stop and accelerator.is_main_process:
+            log.append({"step": done, "loss": loss.item(),
+                        "stopped": f"{stop}={getattr(cfg, stop)} reached",
+                        "detailed_acc": detailed_accuracy(ema, eval_tokens, eval_scenes)})
+        if (done % cfg.ckpt_every == 0 or done == cfg.steps or stop) and accelerator.is_main_process:
+            save_training_checkpoint(run, done, {"model": ema, "raw": raw}, opt, {"seed": cfg.seed})
+            log.plot(("loss", "detailed_acc"))
+        if stop:
+            break
+    final = run / "model"
+    if accelerator.is_main_process:
+        ema.save_pretrained(final)
+        if cfg.attach:
+            attach_captioner(final, cfg.attach)
+    return final
+
+
+def attach_captioner(captioner_dir: str | Path, model_dir: str | Path, dtype: torch.dtype = torch.float16) -> Path:
+    """Copy a trained captioner into a pipeline folder as ``captioner/`` (weights in ``dtype``).
+
+    Refuses when the captioner was trained on tokens of a different tokenizer than the folder's ``vq/``.
+    """
+    model_dir = Path(model_dir)
+    if not (model_dir / "model_index.json").is_file():
+        raise CheckpointError(f"{model_dir} is not a model folder (no model_index.json)")
+    cap = Captioner.from_pretrained(captioner_dir)
+    vq = VQModel.from_pretrained(model_dir / "vq")
+    want = tokenizer_fingerprint(vq)
+    if cap.config.tokenizer_id and cap.config.tokenizer_id != want:
+        raise CheckpointError(f"captioner {captioner_dir} was trained on tokenizer {cap.config.tokenizer_id}, but "
+                              f"{model_dir}/vq is tokenizer {want}")
+    return cap.save_pretrained(model_dir / "captioner", dtype=dtype)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for f in fields(CaptionerTrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in (bool, "bool"):
+            ap.add_argument(flag, action="store_true")
+        else:
+            kind = {"int": int, "float": float, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
+            ap.add_argument(flag, type=kind, default=f.default)
+    ap.add_argument("--attach-only", default="", help="skip training: attach this trained captioner to --attach")
+    a = vars(ap.parse_args(argv))
+    only = a.pop("attach_only")
+    if only:
+        if not a["attach"]:
+            raise SystemExit("--attach-only needs --attach MODEL_DIR")
+        print(attach_captioner(only, a["attach"]))
+        return
+    torch.set_num_threads(1)
+    print(train_captioner(CaptionerTrainConfig(**a)))
+
+
+__all__ = ["CaptionerTrainConfig", "train_captioner", "attach_captioner", "detailed_accuracy", "encode_scenes",
+           "vocabulary", "held_out"]
+
+if __name__ == "__main__":
+    main()
