@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pixlm.checkpoint import Pretrained
-from pixlm.models.layers import MLP, Attention
+from pixlm.models.layers import MLP, Attention, init_weights
 
 
 @dataclass
@@ -102,16 +102,7 @@ class AutoregressiveTransformer(nn.Module, Pretrained):
         self.blocks = nn.ModuleList(CausalBlock(c.dim, c.heads, c.mlp_ratio, c.text_dim) for _ in range(c.layers))
         self.norm = nn.LayerNorm(c.dim)
         self.head = nn.Linear(c.dim, c.vocab_size)
-        self.apply(self._init)
-
-    @staticmethod
-    def _init(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Embedding):
-            nn.init.normal_(m.weight, std=0.02)
+        self.apply(init_weights)
 
     def prepare_text(self, text: torch.Tensor, text_mask: torch.Tensor) -> dict:
         """Per-layer cross-attention keys/values of the prompt, computed once per generation."""

@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pixlm.checkpoint import CheckpointError, Pretrained
-from pixlm.models.layers import Block
+from pixlm.models.layers import Block, init_weights
 
 SPECIALS = ("<pad>", "<unk>", "<eos>", "<free>", "<detailed>")
 PAD, UNK, EOS, FREE, DETAILED = range(len(SPECIALS))
@@ -121,14 +121,7 @@ class Captioner(nn.Module, Pretrained):
         self.decoder = nn.ModuleList(Block(c.dim, c.heads, c.mlp_ratio, c.dim) for _ in range(c.decoder_layers))
         self.norm = nn.LayerNorm(c.dim)
         self.head = nn.Linear(c.dim, len(c.vocab))
-        self.apply(self._init)
-
-    @staticmethod
-    def _init(m: nn.Module) -> None:
-        if isinstance(m, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(m.weight, std=0.02)
-            if isinstance(m, nn.Linear) and m.bias is not None:
-                nn.init.zeros_(m.bias)
+        self.apply(init_weights)
 
     # ------------------------------------------------------------------ words
     def encode_text(self, text: str, detailed: bool = False) -> list[int]:

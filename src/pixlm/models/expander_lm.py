@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pixlm.checkpoint import Pretrained
-from pixlm.models.layers import Block
+from pixlm.models.layers import Block, init_weights
 
 PAD, UNK, SEP, EOS = "<pad>", "<unk>", "<sep>", "<eos>"
 SPECIALS = (PAD, UNK, SEP, EOS)
@@ -79,18 +79,11 @@ class ExpanderLM(nn.Module, Pretrained):
         self.blocks = nn.ModuleList(Block(config.dim, config.heads, config.mlp_ratio, None)
                                     for _ in range(config.layers))
         self.norm = nn.LayerNorm(config.dim)
-        self.apply(self._init)
+        self.apply(init_weights)
         for name, p in self.named_parameters():  # residual projections shrink with depth (GPT-2)
             if name.endswith(("attn.out.weight", "mlp.fc2.weight")):
                 nn.init.normal_(p, std=0.02 / (2 * config.layers) ** 0.5)
         nn.init.normal_(self.pos_emb, std=0.02)
-
-    @staticmethod
-    def _init(m: nn.Module) -> None:
-        if isinstance(m, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(m.weight, std=0.02)
-        if isinstance(m, nn.Linear) and m.bias is not None:
-            nn.init.zeros_(m.bias)
 
     # ------------------------------------------------------------------ text ↔ ids
     def encode(self, text: str) -> list[int]:

@@ -7,6 +7,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+def init_weights(m: nn.Module) -> None:
+    """GPT-2 style init for ``module.apply``: N(0, 0.02) linear and embedding weights, zero biases."""
+    if isinstance(m, nn.Linear):
+        nn.init.normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.Embedding):
+        nn.init.normal_(m.weight, std=0.02)
+
+
 class Attention(nn.Module):
     """Multi-head attention. Self-attention when ``context`` is None; cross-attention otherwise.
 

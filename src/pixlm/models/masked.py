@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pixlm.checkpoint import Pretrained
-from pixlm.models.layers import Block
+from pixlm.models.layers import Block, init_weights
 
 CONDITIONINGS = ("cross", "prefix")
 
@@ -64,16 +64,7 @@ class MaskedTransformer(nn.Module, Pretrained):
                                     for _ in range(c.layers))
         self.norm = nn.LayerNorm(c.dim)
         self.head = nn.Linear(c.dim, c.vocab_size)
-        self.apply(self._init)
-
-    @staticmethod
-    def _init(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Embedding):
-            nn.init.normal_(m.weight, std=0.02)
+        self.apply(init_weights)
 
     def prepare_text(self, text: torch.Tensor, text_mask: torch.Tensor) -> dict:
         """Work that depends only on the prompt, done once per generation rather than once per step."""
