@@ -93,6 +93,7 @@ def test_budget_stops_training_early_and_is_recorded(pool_dir: Path, tmp_path: P
     _train("vae", pool_dir, tmp_path / "vae", steps=50, max_minutes=1e-9)
     budget = json.loads((tmp_path / "vae" / "budget.json").read_text())
     assert budget["steps"] == 1 and budget["stopped_by"] == "budget" and budget["max_minutes"] == 1e-9
+    assert budget["budget_clock"] == "cpu" and budget["wall_s"] >= 0 and budget["samples_seen"] == 4
 
 
 def test_code_space_round_trips_tokens_and_snaps_noise() -> None:

@@ -14,7 +14,6 @@ output (``OUT/pipeline``, ``"generator": "gan"``) as the other families.
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from tqdm.auto import tqdm
 
 from pixlm.models.gan import GANConfig, GANDiscriminator, GANGenerator, hinge_d_loss, hinge_g_loss
 from pixlm.train.common import LossLog, resume_from_latest, save_training_checkpoint
-from pixlm.train.pool import Budget, PoolTrainConfig, config_parser, ema_update, finish, lr_at, setup
+from pixlm.train.pool import Budget, PoolTrainConfig, budget_summary, config_parser, ema_update, finish, lr_at, setup
 
 
 @dataclass
@@ -56,7 +55,7 @@ def train_gan(cfg: GANTrainConfig) -> Path:
                             betas=(0.0, 0.99))
     state = resume_from_latest(run, {"model": ema, "raw": G, "disc": D}, opt) if cfg.resume else {}
     start = state.get("step", 0)
-    budget = Budget(cfg, state.get("train_s", 0.0))
+    budget = Budget(cfg, state.get("train_s", 0.0), state.get("wall_s", 0.0))
     G, D, opt = accelerator.prepare(G, D, opt)
     g_raw, d_raw = accelerator.unwrap_model(G), accelerator.unwrap_model(D)
     log = LossLog(run, start)
@@ -65,7 +64,7 @@ def train_gan(cfg: GANTrainConfig) -> Path:
     for step in bar:
         if budget.exhausted():
             break
-        t0 = time.perf_counter()
+        budget.start()
         progress = budget.progress(step)
         opt.param_groups[0]["lr"] = lr_at(step, progress, cfg.lr, cfg.warmup)
         opt.param_groups[1]["lr"] = lr_at(step, progress, cfg.lr_d, cfg.warmup)
@@ -103,25 +102,24 @@ def train_gan(cfg: GANTrainConfig) -> Path:
         accelerator.clip_grad_norm_(g_raw.parameters(), 1.0)
         opt.step()
         ema_update(ema, g_raw, cfg.ema, step)
-        budget.spent_s += time.perf_counter() - t0
+        budget.stop()
         done = step + 1
         if done % cfg.log_every == 0 and accelerator.is_main_process:
             log.append({"step": done, "loss": loss_g.item(), "loss_d": loss_d.item(),
                         "d_real": d_real.mean().item(), "d_fake": d_fake.mean().item(),
                         "d_mismatch": d_mis.mean().item(), "hinge_d": hinge_d_loss(d_real, d_fake).item(),
-                        "lr": opt.param_groups[0]["lr"], "train_s": budget.spent_s})
+                        "lr": opt.param_groups[0]["lr"], **budget.state()})
             bar.set_postfix(d=f"{loss_d.item():.3f}", g=f"{loss_g.item():.3f}")
         if done % cfg.ckpt_every == 0 and accelerator.is_main_process:
             save_training_checkpoint(run, done, {"model": ema, "raw": g_raw, "disc": d_raw}, opt,
-                                     {"seed": cfg.seed, "train_s": budget.spent_s})
+                                     {"seed": cfg.seed, **budget.state()})
     if accelerator.is_main_process:
         if done % cfg.ckpt_every and done > start:
             save_training_checkpoint(run, done, {"model": ema, "raw": g_raw, "disc": d_raw}, opt,
-                                     {"seed": cfg.seed, "train_s": budget.spent_s})
+                                     {"seed": cfg.seed, **budget.state()})
         if log.path.is_file():
             log.plot(("loss", "loss_d"))
-    summary = {"steps": done, "train_s": round(budget.spent_s, 1),
-               "stopped_by": "budget" if budget.exhausted() else "steps"}
+    summary = budget_summary(budget, done, cfg)
     defaults = {"num_inference_steps": 1, "guidance_scale": 1.0, "temperature": 1.0}
     return finish(run, vq, text, ema, defaults, cfg, summary)
 

@@ -23,7 +23,8 @@ class MaskedBudgetTrainConfig(PoolTrainConfig):
     layers: int = 4
     heads: int = 4
     conditioning: str = "cross"
-    guidance_scale: float = 3.0
+    guidance_scale: float = 1.5  # sampling defaults written with the model: the bundled model's tuned ones
+    temperature: float = 0.5
     num_inference_steps: int = 8
 
 
@@ -39,7 +40,7 @@ def train_masked_budget(cfg: MaskedBudgetTrainConfig) -> Path:
         return masked_token_loss(model, tokens, states, mask, generator=gen)
 
     defaults = {"num_inference_steps": cfg.num_inference_steps, "guidance_scale": cfg.guidance_scale,
-                "temperature": 1.0, "choice_temperature": 4.5}
+                "temperature": cfg.temperature, "choice_temperature": 4.5}
     return train_likelihood_model(cfg, build, loss, defaults)
 
 

@@ -6,8 +6,10 @@ per-token MiniLM states of the captions), so the families differ only in the net
 
 A run stops at ``steps`` or when ``max_minutes`` of training time (the optimisation steps themselves; the
 final evaluation and model assembly are not counted) is spent, whichever comes first; the learning-rate
-schedule follows whichever is further along, so a budget-limited run still ends its cosine decay. Data order
-is a function of (seed, step), the budget clock is saved in every checkpoint, and ``resume`` continues
+schedule follows whichever is further along, so a budget-limited run still ends its cosine decay. The budget
+clock is the process's CPU time by default (``budget_clock="cpu"``): on a machine shared with other jobs, wall
+time would hand whichever family ran during a quiet spell more compute. Wall time is logged beside it. Data
+order is a function of (seed, step), the budget clock is saved in every checkpoint, and ``resume`` continues
 both.
 
 ``train_likelihood_model`` is the straight-line loop shared by the families with one loss (masked,
@@ -51,6 +53,7 @@ class PoolTrainConfig:
     text_encoder: str = "minilm"  # what encoded the pool: "minilm", "tiny" or a saved text_encoder folder
     steps: int = 100_000
     max_minutes: float = 0.0  # training-time budget; 0 = no limit (stop at `steps`)
+    budget_clock: str = "cpu"  # "cpu": process CPU time (fair on a shared machine); "wall": elapsed time
     batch_size: int = 64
     lr: float = 1e-3
     warmup: int = 200
@@ -69,6 +72,8 @@ class PoolTrainConfig:
             raise ValueError(f"steps={self.steps} and batch_size={self.batch_size} must be >= 1")
         if self.max_minutes < 0:
             raise ValueError(f"max_minutes={self.max_minutes} must be >= 0 (0 = no limit)")
+        if self.budget_clock not in ("cpu", "wall"):
+            raise ValueError(f"budget_clock={self.budget_clock!r} must be 'cpu' or 'wall'")
         if not 0 <= self.cond_dropout < 1:
             raise ValueError(f"cond_dropout={self.cond_dropout} must be in [0, 1)")
 
@@ -137,12 +142,27 @@ def lr_at(step: int, progress: float, base: float, warmup: int) -> float:
 
 
 class Budget:
-    """Counts training seconds (carried across resumes) against ``max_minutes``; progress in [0, 1]."""
+    """Counts training seconds (carried across resumes) against ``max_minutes``; progress in [0, 1].
 
-    def __init__(self, cfg: PoolTrainConfig, spent_s: float = 0.0) -> None:
+    Time a block with ``start()`` … ``stop()``: ``spent_s`` grows by its CPU (or wall) seconds, ``wall_s`` by
+    its wall seconds.
+    """
+
+    def __init__(self, cfg: PoolTrainConfig, spent_s: float = 0.0, wall_s: float = 0.0) -> None:
         self.limit_s = cfg.max_minutes * 60.0
         self.steps = cfg.steps
-        self.spent_s = spent_s
+        self.spent_s, self.wall_s = spent_s, wall_s
+        self.clock = time.process_time if cfg.budget_clock == "cpu" else time.perf_counter
+
+    def start(self) -> None:
+        self._t0, self._w0 = self.clock(), time.perf_counter()
+
+    def stop(self) -> None:
+        self.spent_s += self.clock() - self._t0
+        self.wall_s += time.perf_counter() - self._w0
+
+    def state(self) -> dict:
+        return {"train_s": self.spent_s, "wall_s": self.wall_s}
 
     def progress(self, step: int) -> float:
         by_time = self.spent_s / self.limit_s if self.limit_s else 0.0
@@ -227,7 +247,7 @@ def train_likelihood_model(cfg: PoolTrainConfig, build: Callable[[VQModel, TextE
     opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98))
     state = resume_from_latest(run, {"model": ema, "raw": model}, opt) if cfg.resume else {}
     start = state.get("step", 0)
-    budget = Budget(cfg, state.get("train_s", 0.0))
+    budget = Budget(cfg, state.get("train_s", 0.0), state.get("wall_s", 0.0))
     model, opt = accelerator.prepare(model, opt)
     log = LossLog(run, start)
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not accelerator.is_main_process)
@@ -235,7 +255,7 @@ def train_likelihood_model(cfg: PoolTrainConfig, build: Callable[[VQModel, TextE
     for step in bar:
         if budget.exhausted():
             break
-        t0 = time.perf_counter()
+        budget.start()
         for g in opt.param_groups:
             g["lr"] = lr_at(step, budget.progress(step), cfg.lr, cfg.warmup)
         tokens, states, mask, gen = batches(step, cfg.batch_size)
@@ -249,24 +269,29 @@ def train_likelihood_model(cfg: PoolTrainConfig, build: Callable[[VQModel, TextE
         accelerator.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         ema_update(ema, accelerator.unwrap_model(model), cfg.ema, step)
-        budget.spent_s += time.perf_counter() - t0
+        budget.stop()
         done = step + 1
         if done % cfg.log_every == 0 and accelerator.is_main_process:
             log.append({"step": done, "loss": loss.item(), **parts, "lr": opt.param_groups[0]["lr"],
-                        "train_s": budget.spent_s})
+                        **budget.state()})
             bar.set_postfix(loss=f"{loss.item():.3f}")
         if done % cfg.ckpt_every == 0 and accelerator.is_main_process:
             save_training_checkpoint(run, done, {"model": ema, "raw": accelerator.unwrap_model(model)}, opt,
-                                     {"seed": cfg.seed, "train_s": budget.spent_s})
+                                     {"seed": cfg.seed, **budget.state()})
     if accelerator.is_main_process:
         if done % cfg.ckpt_every and done > start:  # the last step, unless it was just saved
             save_training_checkpoint(run, done, {"model": ema, "raw": accelerator.unwrap_model(model)}, opt,
-                                     {"seed": cfg.seed, "train_s": budget.spent_s})
+                                     {"seed": cfg.seed, **budget.state()})
         if log.path.is_file():
             log.plot(("loss",))
-    summary = {"steps": done, "train_s": round(budget.spent_s, 1),
-               "stopped_by": "budget" if budget.exhausted() else "steps"}
-    return finish(run, vq, text, ema, defaults, cfg, summary)
+    return finish(run, vq, text, ema, defaults, cfg, budget_summary(budget, done, cfg))
+
+
+def budget_summary(budget: Budget, steps: int, cfg: PoolTrainConfig) -> dict:
+    """What ``budget.json`` records about the compute a run used."""
+    return {"steps": steps, "train_s": round(budget.spent_s, 1), "wall_s": round(budget.wall_s, 1),
+            "budget_clock": cfg.budget_clock, "samples_seen": steps * cfg.batch_size,
+            "stopped_by": "budget" if budget.exhausted() else "steps"}
 
 
 def config_parser(cls: type, description: str | None) -> argparse.ArgumentParser:
