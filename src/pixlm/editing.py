@@ -234,7 +234,7 @@ def inpaint(pipe: TextToImagePipeline, image: Image.Image, prompt: str, mask: Im
     g = pipe.generator.config.grid
     repaint = repaint_grid(image, mask, g)  # (g, g)
     init = encode_images(pipe, image).reshape(1, -1).expand(num_images, -1)
-    gen, _ = make_generator(seed, "cpu")
+    gen, _ = make_generator(seed, pipe.device)
     t1 = time.perf_counter()
     keep = (~repaint).reshape(1, -1).expand(num_images, -1)
     tokens = resample_tokens(pipe, init, keep, rows, negatives, steps, scale, gen, callback)
@@ -256,7 +256,7 @@ def variation(pipe: TextToImagePipeline, image: Image.Image, prompt: str | None 
     steps, scale = _settings(pipe, num_images, num_inference_steps, guidance_scale)
     if prompt is None:
         scale = 1.0  # nothing to guide towards
-    gen, _ = make_generator(seed, "cpu")
+    gen, _ = make_generator(seed, pipe.device)
     g = pipe.generator.config.grid
     init = encode_images(pipe, image).reshape(1, -1).expand(num_images, -1)  # (B, N)
     n = init.shape[1]
@@ -304,7 +304,7 @@ def outpaint(pipe: TextToImagePipeline, image: Image.Image, prompt: str, left: i
         canvas, known = canvas[:, r0:r0 + g, c0:c0 + g].clone(), known[r0:r0 + g, c0:c0 + g].clone()
         h = w = g
     repaint = ~known
-    gen, _ = make_generator(seed, "cpu")
+    gen, _ = make_generator(seed, pipe.device)
     t1 = time.perf_counter()
     windows = 0
     while not bool(known.all()):
@@ -383,7 +383,7 @@ def instruct(pipe: TextToImagePipeline, image: Image.Image, instruction: str, nu
     steps, scale = _settings(pipe, num_images * candidates, num_inference_steps, guidance_scale)
     if not isinstance(instruction, str) or not instruction.strip():
         raise ValueError(f"instruction must be a non-empty string, got {instruction!r}")
-    gen, used_seed = make_generator(seed, "cpu")
+    gen, used_seed = make_generator(seed, pipe.device)
     if source_objects is None:
         source_objects, read_info = read_source_scene(pipe, image)
     else:

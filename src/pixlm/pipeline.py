@@ -192,7 +192,7 @@ class TextToImagePipeline:
                 negatives = negatives * len(prompts)
             if len(negatives) != len(prompts):
                 raise ValueError(f"got {len(negatives)} negative prompts for {len(prompts)} prompts")
-        gen, _ = make_generator(seed, "cpu")
+        gen, _ = make_generator(seed, self.device)
         t0 = time.perf_counter()
         rows = [p for p in prompts for _ in range(num_images_per_prompt)]
         with torch.inference_mode():
@@ -269,7 +269,7 @@ class TextToImagePipeline:
         from pixlm.sampling.captioning import caption_tokens
 
         cap = self.get_captioner()
-        gen = make_generator(seed, "cpu")[0] if method == "sample" else None
+        gen = make_generator(seed, self.device)[0] if method == "sample" else None
         with torch.inference_mode():
             return caption_tokens(cap, encode_images(self, images), detailed, method, generator=gen, **options)
 

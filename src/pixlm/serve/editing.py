@@ -153,7 +153,7 @@ def edit_image(pipe: TextToImagePipeline, image: Image.Image, prompt: str, mask:
     if len(prompts) != 1 or (negatives is not None and len(negatives) != 1):
         raise ValueError("edit_image takes one prompt (and at most one negative prompt)")
     steps, scale = _settings(pipe, num_images, num_inference_steps, guidance_scale)
-    gen, _ = make_generator(seed, "cpu")
+    gen, _ = make_generator(seed, pipe.device)
     repaint = repaint_grid(image, mask, pipe.generator.config.grid).reshape(1, -1)  # (1, N)
     init = _encode(pipe, image)
     return _resample(pipe, init.expand(num_images, -1), (~repaint).expand(num_images, -1), prompts * num_images,
@@ -176,7 +176,7 @@ def vary_image(pipe: TextToImagePipeline, image: Image.Image, num_images: int = 
     steps, scale = _settings(pipe, num_images, num_inference_steps, guidance_scale)
     if prompt is None:
         scale = 1.0  # nothing to guide towards
-    gen, _ = make_generator(seed, "cpu")
+    gen, _ = make_generator(seed, pipe.device)
     init = _encode(pipe, image).expand(num_images, -1)  # (B, N)
     n = init.shape[1]
     kept = min(round((1 - strength) * n), n - 1)
