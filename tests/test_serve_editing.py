@@ -1,4 +1,4 @@
-"""Token-space editing and variations (pixlm.serve.editing) on the tiny pipeline."""
+"""The server's edit/variation adapters (pixlm.editing.edit_image / vary_image) and OpenAI mask rules."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pixlm.serve.editing import edit_image, image_to_tensor, repaint_grid, vary_image
+from pixlm.editing import edit_image, image_to_tensor, repaint_grid, vary_image
 from pixlm.testing import tiny_pipeline
 
 
@@ -52,9 +52,17 @@ def test_image_alpha_is_the_mask_when_none_is_given() -> None:
     (picture().convert("RGB"), None, "no alpha"),
     (picture(), picture(), "no transparent pixels"),
 ])
-def test_bad_masks_are_value_errors(image, mask, words) -> None:
+def test_bad_openai_masks_are_value_errors(image, mask, words) -> None:
     with pytest.raises(ValueError, match=words):
-        repaint_grid(image, mask, 8)
+        repaint_grid(image, mask, 8, alpha_only=True)
+
+
+def test_white_masks_are_accepted_unless_alpha_only() -> None:
+    white = Image.new("L", (64, 64), 0)
+    white.paste(255, (0, 0, 8, 8))
+    assert repaint_grid(picture(), white, 8).nonzero().tolist() == [[0, 0]]
+    with pytest.raises(ValueError, match="no alpha channel"):
+        repaint_grid(picture(), white, 8, alpha_only=True)
 
 
 def test_transparent_pixels_are_encoded_as_white() -> None:

@@ -15,7 +15,7 @@ decodes the others conditioned on a prompt. Four modes, all taking the pipeline 
   of the cells that change and regenerate them with the target scene's caption; everything else is kept.
 
 The HTTP server's edit/variation endpoints call :func:`edit_image` and :func:`vary_image`, thin adapters with its
-argument order over the same implementation.
+argument order over the same implementation; the server checks masks with ``repaint_grid(..., alpha_only=True)``.
 """
 
 from __future__ import annotations
@@ -102,11 +102,13 @@ def encode_images(pipe: TextToImagePipeline, images: Image.Image | list[Image.Im
         return pipe.vq.encode(x)
 
 
-def repaint_grid(image: Image.Image, mask: Image.Image | None, grid: int) -> torch.Tensor:
+def repaint_grid(image: Image.Image, mask: Image.Image | None, grid: int,
+                 alpha_only: bool = False) -> torch.Tensor:
     """(grid, grid) bool: True where a token's patch overlaps the area to repaint.
 
     With ``mask``: its transparent pixels when it has any (alpha < 128), else its white pixels (grey ≥ 128).
     Without: the image's own transparent pixels. Errors say which convention was expected.
+    ``alpha_only``: a mask must mark the area by transparency (OpenAI's convention, used by the server).
     """
     if mask is not None:
         if mask.size != image.size:
@@ -116,6 +118,10 @@ def repaint_grid(image: Image.Image, mask: Image.Image | None, grid: int) -> tor
         alpha = np.asarray(sq.convert("RGBA").getchannel("A")) if _has_alpha(mask) else None
         if alpha is not None and (alpha < ALPHA_THRESHOLD).any():
             hole, name = alpha < ALPHA_THRESHOLD, "mask's transparent area"
+        elif alpha_only:  # the HTTP API follows OpenAI: only transparency marks the area
+            what = "no transparent pixels" if alpha is not None else "no alpha channel"
+            raise ValueError(f"the mask has {what}; transparent pixels (alpha < {ALPHA_THRESHOLD}) mark the area to "
+                             "repaint, so send a PNG with transparency")
         else:
             hole, name = np.asarray(sq.convert("L")) >= WHITE_THRESHOLD, "mask"
         if not hole.any():
@@ -261,8 +267,8 @@ def variation(pipe: TextToImagePipeline, image: Image.Image, prompt: str | None 
     init = encode_images(pipe, image).reshape(1, -1).expand(num_images, -1)  # (B, N)
     n = init.shape[1]
     kept = min(round((1 - strength) * n), n - 1)
-    ranks = torch.rand(init.shape, generator=gen).argsort(1).argsort(1)  # a random permutation per row
-    keep = ranks < kept
+    ranks = torch.rand(init.shape, generator=gen, device=gen.device).argsort(1).argsort(1)  # a permutation per row
+    keep = (ranks < kept).to(init.device)
     t1 = time.perf_counter()
     tokens = resample_tokens(pipe, init, keep, rows, None, steps, scale, gen, callback)
     return _finish(pipe, tokens.view(-1, g, g), rows, (~keep).view(-1, g, g), t0, t1, {"strength": strength})

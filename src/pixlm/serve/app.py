@@ -24,8 +24,8 @@ from PIL import Image
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from pixlm.editing import edit_image, repaint_grid, vary_image
 from pixlm.serve.batcher import Batcher, Job, QueueFull
-from pixlm.serve.editing import edit_image, repaint_grid, vary_image
 from pixlm.serve.errors import APIError, bad_request, error_body
 from pixlm.serve.images import ImageStore, decode_upload, not_found, png_bytes
 from pixlm.serve.metrics import BATCH_BUCKETS, LATENCY_BUCKETS, Counter, Gauge, Histogram, Registry
@@ -531,7 +531,7 @@ def build_app(pipeline, *, max_batch: int = 16, batch_window_ms: float = 5.0, ma
         image = await decode(files, "image")
         mask = await decode(files, "mask", required=False)
         try:  # check the mask now, so a bad one is a 400 before queueing
-            await asyncio.to_thread(repaint_grid, image, mask, pipeline.generator.config.grid)
+            await asyncio.to_thread(repaint_grid, image, mask, pipeline.generator.config.grid, True)
         except ValueError as e:
             raise bad_request(str(e), "mask" if mask is not None else "image", "invalid_mask") from None
         job = Job(CallPayload(lambda: edit_image(
