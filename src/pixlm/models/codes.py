@@ -25,6 +25,21 @@ def check_levels(levels: tuple[int, ...]) -> tuple[int, ...]:
     return levels
 
 
+class CodeGridConfig:
+    """Mixin for baseline configs with ``levels`` and ``grid``: the token vocabulary and grid size they imply."""
+
+    levels: tuple[int, ...]
+    grid: int
+
+    @property
+    def vocab_size(self) -> int:
+        return math.prod(self.levels)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.grid * self.grid
+
+
 class CodeSpace(nn.Module):
     """Token ids ↔ FSQ code grids. Holds no weights (its buffers are not saved)."""
 

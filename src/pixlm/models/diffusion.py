@@ -9,14 +9,13 @@ config; the last step's grid is snapped to the FSQ levels and the VQ decoder mak
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
 from pixlm.checkpoint import Pretrained
-from pixlm.models.codes import CodeSpace, check_levels
+from pixlm.models.codes import CodeGridConfig, CodeSpace, check_levels
 
 PREDICTIONS = ("epsilon", "v_prediction")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
@@ -32,7 +31,7 @@ def require_diffusers():
 
 
 @dataclass
-class DiffusionConfig:
+class DiffusionConfig(CodeGridConfig):
     levels: tuple[int, ...] = (8, 5, 5, 5)
     grid: int = 8
     text_dim: int = 384
@@ -57,14 +56,6 @@ class DiffusionConfig:
             raise ValueError(f"beta_schedule={self.beta_schedule!r} is not one of {BETA_SCHEDULES}")
         if self.num_train_timesteps < 2:
             raise ValueError(f"num_train_timesteps={self.num_train_timesteps} must be >= 2")
-
-    @property
-    def vocab_size(self) -> int:
-        return math.prod(self.levels)
-
-    @property
-    def num_tokens(self) -> int:
-        return self.grid * self.grid
 
 
 class LatentDiffusion(nn.Module, Pretrained):

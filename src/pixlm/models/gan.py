@@ -8,7 +8,6 @@ tell real from fake by the mere fact that real codes sit exactly on the levels.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -17,11 +16,11 @@ import torch.nn.functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
 from pixlm.checkpoint import Pretrained
-from pixlm.models.codes import CodeSpace, TextPool, check_levels
+from pixlm.models.codes import CodeGridConfig, CodeSpace, TextPool, check_levels
 
 
 @dataclass
-class GANConfig:
+class GANConfig(CodeGridConfig):
     levels: tuple[int, ...] = (8, 5, 5, 5)  # the tokenizer's FSQ levels; vocab_size = their product
     grid: int = 8
     text_dim: int = 384
@@ -37,14 +36,6 @@ class GANConfig:
         for name in ("z_dim", "dim", "cond_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
-
-    @property
-    def vocab_size(self) -> int:
-        return math.prod(self.levels)
-
-    @property
-    def num_tokens(self) -> int:
-        return self.grid * self.grid
 
 
 class FiLMBlock(nn.Module):

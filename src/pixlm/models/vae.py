@@ -8,7 +8,6 @@ the same in every channel.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -16,12 +15,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pixlm.checkpoint import Pretrained
-from pixlm.models.codes import CodeSpace, TextPool, check_levels
+from pixlm.models.codes import CodeGridConfig, CodeSpace, TextPool, check_levels
 from pixlm.models.gan import FiLMBlock
 
 
 @dataclass
-class VAEConfig:
+class VAEConfig(CodeGridConfig):
     levels: tuple[int, ...] = (8, 5, 5, 5)
     grid: int = 8
     text_dim: int = 384
@@ -38,14 +37,6 @@ class VAEConfig:
             raise ValueError(f"grid={self.grid} must be a multiple of 4")
         if self.sigma <= 0 or self.beta < 0:
             raise ValueError(f"sigma={self.sigma} must be > 0 and beta={self.beta} >= 0")
-
-    @property
-    def vocab_size(self) -> int:
-        return math.prod(self.levels)
-
-    @property
-    def num_tokens(self) -> int:
-        return self.grid * self.grid
 
 
 class ConditionalVAE(nn.Module, Pretrained):
