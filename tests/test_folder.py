@@ -97,21 +97,21 @@ def test_users_own_pictures(make_folder: Callable[..., Path]) -> None:
 @pytest.mark.parametrize(
     ("lines", "match"),
     [
-        (['{"file_name": "a.png", "text": "ok"}', '{"file_name": "b.png", "text": '], r"line 2: not valid JSON"),
-        (['{"file_name": "a.png", "text": "ok"}', '["a.png", "x"]'], r"line 2: expected a JSON object"),
-        ([{"text": "no file"}], r"line 1: missing 'file_name'"),
+        (['{"file_name": "a.png", "text": "ok"}', '{"file_name": "b.png", "text": '], r"jsonl:2: not valid JSON"),
+        (['{"file_name": "a.png", "text": "ok"}', '["a.png", "x"]'], r"jsonl:2: expected a JSON object"),
+        ([{"text": "no file"}], r"jsonl:1: missing 'file_name'"),
         ([{"file_name": "a.png", "text": "ok"}, {"file_name": "a.png"}],
-         r"line 2 \(file_name 'a.png'\): missing caption"),
-        ([{"file_name": "a.png", "text": "  "}], r"line 1 \(file_name 'a.png'\): missing caption"),
-        ([{"file_name": "a.png", "text": 3}], r"line 1 .*'text' must be a non-empty string, got 3"),
+         r"jsonl:2 \(file_name 'a.png'\): missing caption"),
+        ([{"file_name": "a.png", "text": "  "}], r"jsonl:1 \(file_name 'a.png'\): missing caption"),
+        ([{"file_name": "a.png", "text": 3}], r"jsonl:1 .*'text' must be a non-empty string, got 3"),
         ([{"file_name": "a.png", "text": "ok"}, {"file_name": "gone.png", "text": "x"}],
-         r"line 2 \(file_name 'gone.png'\): image file .*gone.png does not exist"),
-        ([{"file_name": "../a.png", "text": "x"}], r"line 1 .*must be a path inside"),
-        ([{"file_name": "a.png", "text": "x", "objects": {"shape": "circle"}}], r"line 1 .*'objects' must be a list"),
+         r"jsonl:2 \(file_name 'gone.png'\): image file .*gone.png does not exist"),
+        ([{"file_name": "../a.png", "text": "x"}], r"jsonl:1 .*must be a path inside"),
+        ([{"file_name": "a.png", "text": "x", "objects": {"shape": "circle"}}], r"jsonl:1 .*'objects' must be a list"),
         ([{"file_name": "a.png", "text": "x", "objects": [{**OBJ, "color": "mauve"}]}],
-         r"line 1 .*objects\[0\].*mauve.*not one of"),
+         r"jsonl:1 .*objects\[0\].*mauve.*not one of"),
         ([{"file_name": "a.png", "text": "x", "objects": [{"shape": "circle"}]}],
-         r"line 1 .*objects\[0\].*needs shape"),
+         r"jsonl:1 .*objects\[0\].*needs shape"),
         ([], r"lists no images"),
     ],
 )
@@ -135,7 +135,7 @@ def test_unreadable_image_names_row_and_file(make_folder: Callable[..., Path]) -
     ds = ImageFolder(root)  # files exist, so construction succeeds; blank lines are skipped
     assert len(ds) == 2 and ds.rows[1].line == 3
     assert ds[0]["text"] == "ok"
-    with pytest.raises(ImageFolderError, match=r"line 3 \(file_name 'bad.png'\): cannot read image .*bad.png"):
+    with pytest.raises(ImageFolderError, match=r"jsonl:3 \(file_name 'bad.png'\): cannot read image .*bad.png"):
         ds[1]
     with pytest.raises(ImageFolderError, match="bad.png"):
         ds.verify()
@@ -146,7 +146,7 @@ def test_cli_check(runner, shapes_folder: Path, make_folder: Callable[..., Path]
     assert ok.exit_code == 0 and "20 images OK" in ok.output and "20 with scene objects" in ok.output
     bad = make_folder([{"file_name": "a.png", "text": "ok"}, {"file_name": "b.png"}], {"a.png": red(), "b.png": red()})
     result = runner.invoke(app, ["data", "check", str(bad)])
-    assert result.exit_code == 1 and "line 2" in result.output and "missing caption" in result.output
+    assert result.exit_code == 1 and "jsonl:2" in result.output and "missing caption" in result.output
 
 
 def test_write_imagefolder_direct(tmp_path: Path) -> None:

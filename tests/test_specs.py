@@ -150,7 +150,7 @@ GOOD = {"objects": [{"shape": "circle"}, {"shape": "square"}], "relations": [[0,
     ("row", "match"),
     [
         ("{not json", r"s.jsonl:2: not valid JSON"),
-        ('["a list"]', r":2: row must be a JSON object"),
+        ('["a list"]', r":2: expected a JSON object"),
         ({"category": "x", "spec": GOOD}, r":2: 'prompt' must be a non-empty string"),
         ({"prompt": "p", "spec": GOOD}, r":2: 'category' must be a non-empty string"),
         ({"prompt": "p", "category": "x"}, r":2: missing 'spec'"),

@@ -22,6 +22,7 @@ from typing import Any
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from pixlm.data.jsonl import read_objects
 from pixlm.data.batch import Item, flatten_alpha, image_to_tensor
 from pixlm.data.shapes import ShapeObject
 
@@ -68,31 +69,21 @@ def read_metadata(root: str | Path, check_files: bool = True) -> list[Row]:
         raise ImageFolderError(f"image folder {root} has no {METADATA} (one JSON object per line with "
                                f"'file_name' and 'text')")
     rows: list[Row] = []
-    with open(meta, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{meta} line {lineno}"
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ImageFolderError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(rec, dict):
-                raise ImageFolderError(f"{where}: expected a JSON object, got {type(rec).__name__}")
-            name = rec.get("file_name")
-            if not isinstance(name, str) or not name.strip():
-                raise ImageFolderError(f"{where}: missing 'file_name' (got {name!r})")
-            where = f"{where} (file_name {name!r})"
-            if os.path.isabs(name) or ".." in Path(name).parts:
-                raise ImageFolderError(f"{where}: file_name must be a path inside {root}")
-            text = rec.get("text")
-            if not isinstance(text, str) or not text.strip():
-                raise ImageFolderError(f"{where}: missing caption: 'text' must be a non-empty string, got {text!r}")
-            objects = _check_objects(rec["objects"], where) if rec.get("objects") is not None else None
-            path = root / name
-            if check_files and not path.is_file():
-                raise ImageFolderError(f"{where}: image file {path} does not exist")
-            rows.append(Row(lineno, name, path, text, objects))
+    for lineno, where, rec in read_objects(meta, ImageFolderError):
+        name = rec.get("file_name")
+        if not isinstance(name, str) or not name.strip():
+            raise ImageFolderError(f"{where}: missing 'file_name' (got {name!r})")
+        where = f"{where} (file_name {name!r})"
+        if os.path.isabs(name) or ".." in Path(name).parts:
+            raise ImageFolderError(f"{where}: file_name must be a path inside {root}")
+        text = rec.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise ImageFolderError(f"{where}: missing caption: 'text' must be a non-empty string, got {text!r}")
+        objects = _check_objects(rec["objects"], where) if rec.get("objects") is not None else None
+        path = root / name
+        if check_files and not path.is_file():
+            raise ImageFolderError(f"{where}: image file {path} does not exist")
+        rows.append(Row(lineno, name, path, text, objects))
     if not rows:
         raise ImageFolderError(f"{meta} lists no images")
     return rows
@@ -123,7 +114,7 @@ class ImageFolder(Dataset):
                 im.load()
                 img = flatten_alpha(im)
         except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
-            raise ImageFolderError(f"{self.root / METADATA} line {row.line} (file_name {row.file_name!r}): "
+            raise ImageFolderError(f"{self.root / METADATA}:{row.line} (file_name {row.file_name!r}): "
                                    f"cannot read image {row.path}: {e}") from None
         if self.size is not None and img.size != (self.size, self.size):
             img = ImageOps.fit(img, (self.size, self.size), Image.BICUBIC)

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypedDict
 
+from pixlm.data.jsonl import read_objects
 from pixlm.data.shapes import (
     _PLURAL,
     _PREFIXES,
@@ -212,27 +213,17 @@ def load_specs(path: str | Path | None = None) -> list[SpecRow]:
     if not path.is_file():
         raise SpecError(f"spec file {path} does not exist")
     rows: list[SpecRow] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise SpecError(f"{where}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise SpecError(f"{where}: row must be a JSON object, got {type(row).__name__}")
-            for key in ("prompt", "category"):
-                if not isinstance(row.get(key), str) or not row[key].strip():
-                    raise SpecError(f"{where}: {key!r} must be a non-empty string, got {row.get(key)!r}")
-            if "spec" not in row:
-                raise SpecError(f"{where}: missing 'spec'")
-            try:
-                spec = validate_spec(row["spec"])
-            except SpecError as e:
-                raise SpecError(f"{where}: {e}") from None
-            rows.append({"prompt": row["prompt"], "category": row["category"], "spec": spec})
+    for _, where, row in read_objects(path, SpecError):
+        for key in ("prompt", "category"):
+            if not isinstance(row.get(key), str) or not row[key].strip():
+                raise SpecError(f"{where}: {key!r} must be a non-empty string, got {row.get(key)!r}")
+        if "spec" not in row:
+            raise SpecError(f"{where}: missing 'spec'")
+        try:
+            spec = validate_spec(row["spec"])
+        except SpecError as e:
+            raise SpecError(f"{where}: {e}") from None
+        rows.append({"prompt": row["prompt"], "category": row["category"], "spec": spec})
     if not rows:
         raise SpecError(f"spec file {path} holds no rows")
     return rows

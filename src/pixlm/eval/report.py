@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from pixlm.data.jsonl import read_objects
 from pixlm.data.specs import SpecError, load_specs, validate_spec
 from pixlm.eval.fid import distribution_metrics, reference_images
 from pixlm.eval.judge import DEFAULT_JUDGE_DIR, Judge
@@ -59,16 +60,7 @@ def load_image_folder(images_dir: str | Path) -> tuple[list[dict], list[Image.Im
     if not meta.is_file():
         raise ValueError(f"images folder {root} has no {METADATA} (rows: prompt-spec rows plus 'file_name')")
     rows, images = [], []
-    for lineno, line in enumerate(meta.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{meta}:{lineno}"
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{where}: not valid JSON ({e.msg})") from None
-        if not isinstance(rec, dict):
-            raise ValueError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+    for _, where, rec in read_objects(meta):
         name = rec.get("file_name")
         if not isinstance(name, str) or not name:
             raise ValueError(f"{where}: missing 'file_name' (got {name!r})")
