@@ -84,12 +84,50 @@ def data_check(
     typer.echo(f"{folder}: {len(ds)} images OK ({summary}); {with_objects} with scene objects")
 
 
+@data_app.command("emoji")
+def data_emoji(
+    out: Annotated[Path, typer.Option(help="Output folder: train/, test_emoji/, test_variant/, splits.json, "
+                                      "catalog.jsonl, LICENSE-*.txt, ATTRIBUTION.md.")],
+    node_modules: Annotated[Optional[Path], typer.Option(help="node_modules folder of `npm install openmoji "
+                                                         "emoji-datasource-google` (names, tags, ZWJ sequences).")]
+    = None,
+    sources: Annotated[str, typer.Option(help="Comma-separated: noto (the pictures, required), openmoji, "
+                                         "emoji-datasource; auto = noto + the npm packages found.")] = "auto",
+    font: Annotated[Optional[Path], typer.Option(help="NotoColorEmoji.ttf (default: Debian's "
+                                                 "fonts-noto-color-emoji).")] = None,
+    size: Annotated[int, typer.Option(min=8, help="Picture side in pixels.")] = 64,
+    seed: Annotated[int, typer.Option(help="Split seed; same sources and seed, same files.")] = 0,
+    max_bases: Annotated[int, typer.Option(min=0, help="Keep N base emoji drawn by the seed (0 = all).")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing dataset in OUT.")] = False,
+) -> None:
+    """Build the emoji image+caption dataset (Noto Color Emoji pictures, names from Unicode/OpenMoji)."""
+    from pixlm.data.emoji import NOTO_FONT, NPM_INSTALL, EmojiDataConfig, build_emoji_dataset, npm_sources
+
+    with user_errors():
+        if sources == "auto":
+            found = npm_sources(node_modules)
+            if len(found) < 2:
+                typer.echo(f"note: without OpenMoji / emoji-datasource data the names come from Unicode only; "
+                           f"`{NPM_INSTALL}` and --node-modules DIR add tags, categories and ZWJ sequences",
+                           err=True)
+            chosen = ("noto", *found)
+        else:
+            chosen = tuple(s.strip() for s in sources.split(",") if s.strip())
+        summary = build_emoji_dataset(EmojiDataConfig(out=str(out), sources=chosen, size=size, seed=seed,
+                                                      node_modules=str(node_modules or ""),
+                                                      font=str(font or NOTO_FONT), max_bases=max_bases,
+                                                      overwrite=overwrite))
+    counts = ", ".join(f"{k} {v}" for k, v in summary["counts"].items())
+    typer.echo(f"wrote {sum(summary['counts'].values())} emoji ({counts}; sources {', '.join(chosen)}) to {out}")
+
+
 # ---------------------------------------------------------------------------------------------- generate
 @app.command("generate")
 def generate(
     prompt: Annotated[str, typer.Argument(help="What to draw, e.g. \"two red circles above a blue square\".")],
     out: Annotated[Path, typer.Option(help="Output folder for the PNGs.")] = Path("out"),
-    model: Annotated[Optional[str], typer.Option(help="Model folder; default: the bundled shapes model.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Model folder, or a bundled model: shapes (the default) "
+                                                 "or emoji.")] = None,
     num_images: Annotated[int, typer.Option("--num-images", "-n", help="Images to make.")] = 1,
     steps: Annotated[Optional[int], typer.Option(help="Parallel decoding steps (default 8).")] = None,
     guidance: Annotated[Optional[float], typer.Option(help="Classifier-free guidance scale.")] = None,

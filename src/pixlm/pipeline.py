@@ -43,6 +43,10 @@ MAX_GUIDANCE = 50.0
 GENERATORS = {"masked": MaskedTransformer, "autoregressive": AutoregressiveTransformer, "gan": GANGenerator,
               "vae": ConditionalVAE, "diffusion": LatentDiffusion}
 BUNDLED = "shapes-masked"
+# Names that ``load_pipeline`` (and ``--model`` on the command line) resolves to bundled model folders.
+MODEL_NAMES = {"shapes": BUNDLED, "emoji": "emoji-masked"}
+_RECIPES = {BUNDLED: "python -m pixlm.train.bundle",
+            "emoji-masked": "python -m pixlm.train.emoji --work runs/emoji --out src/pixlm/assets/emoji-masked"}
 
 PreviewCallback = Callable[[int, int, torch.Tensor], None]
 
@@ -61,7 +65,7 @@ def bundled_model_path(name: str = BUNDLED) -> Path:
     path = Path(str(resources.files("pixlm") / "assets" / name))
     if not (path / "model_index.json").is_file():
         raise CheckpointError(f"bundled model {name!r} is not installed at {path}; rebuild it with "
-                              "`python -m pixlm.train.bundle` (see README)")
+                              f"`{_RECIPES.get(name, 'python -m pixlm.train.bundle')}` (see README)")
     return path
 
 
@@ -300,7 +304,10 @@ class TextToImagePipeline:
 
 
 def load_pipeline(path: str | os.PathLike | None = None, device: str = "cpu") -> TextToImagePipeline:
-    """Load a pipeline from a model folder; ``None`` loads the bundled shapes model."""
+    """Load a pipeline from a model folder or a bundled model's name (``shapes``, ``emoji``); ``None`` loads
+    the bundled shapes model. A name wins over a folder of the same name: write ``./emoji`` for the folder."""
+    if isinstance(path, str) and path in MODEL_NAMES:
+        path = bundled_model_path(MODEL_NAMES[path])
     return TextToImagePipeline.from_pretrained(path, device=device)
 
 

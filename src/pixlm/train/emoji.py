@@ -1,0 +1,171 @@
+"""Build the emoji model in one command::
+
+    python -m pixlm.train.emoji --work runs/emoji [--node-modules /path/to/node_modules]
+
+Sequential stages, each resumable and skipped once finished: (1) the dataset (``pixlm data emoji``) in
+``WORK/data``; (2) the FSQ tokenizer on the training pictures; (3) the masked generator on the training
+captions (``GeneratorTrainConfig.data``); (4) the contrastive text–image scorer used by the evaluation
+(``pixlm.eval.clip_score``); (5) the pipeline, float16, in ``WORK/pipeline`` (``--out``), the scorer in its
+``clip_score/`` folder. Only the ``train`` split is ever trained on. Evaluate with
+``python benchmarks/emoji.py --model WORK/pipeline --data WORK/data``.
+
+The tokenizer trainer draws shapes scenes; here its batch function is pointed at the emoji pictures for the
+duration of stage 2 (random pictures, mirrored half of the time; batches a function of (seed, step) as before).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from pixlm.data.emoji import EmojiDataConfig, build_emoji_dataset, npm_sources
+
+
+@dataclass
+class EmojiRecipeConfig:
+    work: str = "runs/emoji"
+    out: str = ""  # assembled pipeline folder; empty = WORK/pipeline
+    node_modules: str = ""  # npm packages openmoji / emoji-datasource-google (names, tags, sequences)
+    seed: int = 0
+    tokenizer_steps: int = 600
+    tokenizer_batch: int = 24
+    generator_steps: int = 1600
+    generator_batch: int = 64
+    generator_dim: int = 192
+    generator_layers: int = 4
+    scorer_steps: int = 800
+    threads: int = 0  # torch threads; 0 = every core
+
+
+def load_pictures(folder: str | Path) -> torch.Tensor:
+    """Each distinct picture of an imagefolder once: (P, 3, H, W) in [-1, 1]."""
+    from pixlm.data.folder import ImageFolder
+
+    ds = ImageFolder(folder)
+    first: dict[str, int] = {}
+    for i, r in enumerate(ds.rows):
+        first.setdefault(r.file_name, i)
+    return torch.stack([ds[i]["image"] for i in first.values()])
+
+
+@contextlib.contextmanager
+def tokenizer_on_pictures(pictures: torch.Tensor) -> Iterator[None]:
+    """Make ``pixlm.train.tokenizer`` draw its batches from ``pictures`` instead of shapes scenes."""
+    import pixlm.train.tokenizer as tokenizer
+
+    def batch(seed: int, step: int, batch_size: int, size: int = 64) -> tuple[torch.Tensor, list, list]:
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        x = pictures[torch.randint(0, len(pictures), (batch_size,), generator=gen)]
+        flip = torch.rand(batch_size, generator=gen) < 0.5
+        x[flip] = x[flip].flip(-1)
+        return x, [], []
+
+    original = tokenizer.shapes_batch
+    tokenizer.shapes_batch = batch
+    try:
+        yield
+    finally:
+        tokenizer.shapes_batch = original
+
+
+def stage_data(cfg: EmojiRecipeConfig) -> Path:
+    data = Path(cfg.work) / "data"
+    if not (data / "splits.json").is_file():
+        sources = ("noto", *npm_sources(cfg.node_modules or None))
+        summary = build_emoji_dataset(EmojiDataConfig(out=str(data), sources=sources, node_modules=cfg.node_modules,
+                                                      seed=cfg.seed))
+        print(f"dataset: {summary['counts']} from {sources}", flush=True)
+    return data
+
+
+def stage_tokenizer(cfg: EmojiRecipeConfig, data: Path) -> Path:
+    from pixlm.train.tokenizer import TokenizerTrainConfig, train_tokenizer
+
+    out = Path(cfg.work) / "tokenizer"
+    if not (out / "model" / ".complete").exists():
+        with tokenizer_on_pictures(load_pictures(data / "train")):
+            train_tokenizer(TokenizerTrainConfig(out=str(out), steps=cfg.tokenizer_steps,
+                                                 batch_size=cfg.tokenizer_batch, seed=cfg.seed, ckpt_every=100,
+                                                 resume=True))
+    return out / "model"
+
+
+def stage_generator(cfg: EmojiRecipeConfig, data: Path, tokenizer: Path) -> Path:
+    from pixlm.train.generator import GeneratorTrainConfig, train_generator
+
+    out = Path(cfg.work) / "generator"
+    if not (out / "pipeline" / ".complete").exists():
+        # eval_every = steps: the trainer's built-in quick check draws shapes prompts, meaningless here; it runs
+        # once at the end. The emoji evaluation is benchmarks/emoji.py.
+        train_generator(GeneratorTrainConfig(out=str(out), tokenizer=str(tokenizer), data=str(data / "train"),
+                                             steps=cfg.generator_steps, batch_size=cfg.generator_batch,
+                                             dim=cfg.generator_dim, layers=cfg.generator_layers, seed=cfg.seed,
+                                             eval_every=cfg.generator_steps, ckpt_every=200, resume=True))
+    return out / "pipeline"
+
+
+def stage_scorer(cfg: EmojiRecipeConfig, data: Path) -> Path:
+    from pixlm.eval.clip_score import ScorerTrainConfig, train_scorer
+
+    out = Path(cfg.work) / "clip_score"
+    if not (out / "model" / ".complete").exists():
+        train_scorer(ScorerTrainConfig(data=str(data / "train"), out=str(out), steps=cfg.scorer_steps, seed=cfg.seed))
+    return out / "model"
+
+
+# Sampling defaults of the emoji model (the shapes model's tuned values; not tuned on emoji).
+SAMPLING_DEFAULTS = {"num_inference_steps": 12, "guidance_scale": 3.0, "temperature": 1.0, "choice_temperature": 4.5}
+
+
+def assemble(generator_pipeline: Path, scorer: Path, data: Path, out: Path) -> Path:
+    """The trained pipeline in float16, the scorer as ``clip_score/`` (float16) and the data's notices."""
+    from pixlm.checkpoint import atomic_write_dir, write_json
+    from pixlm.eval.clip_score import ContrastiveScorer
+    from pixlm.pipeline import TextToImagePipeline
+
+    pipe = TextToImagePipeline.from_pretrained(generator_pipeline)
+    pipe.defaults.update(SAMPLING_DEFAULTS)
+    clip = ContrastiveScorer.from_pretrained(scorer)
+
+    def write(tmp: Path) -> None:
+        pipe.vq.save_pretrained(tmp / "vq", dtype=torch.float16)
+        pipe.text_encoder.save_pretrained(tmp / "text_encoder")
+        pipe.generator.save_pretrained(tmp / "generator", dtype=torch.float16)
+        clip.save_pretrained(tmp / "clip_score", dtype=torch.float16)
+        write_json(tmp / "model_index.json", {"pipeline": "TextToImagePipeline", "generator": pipe.generator.kind,
+                                              "defaults": pipe.defaults})
+        for f in ("ATTRIBUTION.md", "LICENSE-noto-color-emoji.txt", "LICENSE-openmoji.txt",
+                  "LICENSE-emoji-datasource.txt"):  # the model is derived from this data: keep its notices
+            src = data / f
+            if src.is_file():
+                shutil.copyfile(src, tmp / f)
+
+    return atomic_write_dir(out, write)
+
+
+def run_recipe(cfg: EmojiRecipeConfig) -> Path:
+    torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+    data = stage_data(cfg)
+    tok = stage_tokenizer(cfg, data)
+    gen = stage_generator(cfg, data, tok)
+    scorer = stage_scorer(cfg, data)
+    return assemble(gen, scorer, data, Path(cfg.out or Path(cfg.work) / "pipeline"))
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for f in EmojiRecipeConfig.__dataclass_fields__.values():
+        ap.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
+    print(run_recipe(EmojiRecipeConfig(**vars(ap.parse_args(argv)))))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    main()
