@@ -121,6 +121,27 @@ def data_emoji(
     typer.echo(f"wrote {sum(summary['counts'].values())} emoji ({counts}; sources {', '.join(chosen)}) to {out}")
 
 
+@data_app.command("shard")
+def data_shard(
+    folder: Annotated[Path, typer.Argument(help="Imagefolder (images + metadata.jsonl) to convert.")],
+    out: Annotated[Path, typer.Option(help="Output folder for NAME-000000.tar … and index.json.")],
+    shard_size: Annotated[int, typer.Option(min=1, help="Samples per shard.")] = 1000,
+    prefix: Annotated[str, typer.Option(help="Shard file name prefix.")] = "shard",
+    tokenizer: Annotated[Optional[str], typer.Option(help="Tokenizer folder: write pre-encoded image tokens "
+                                                     "(tokens.npy) instead of the pictures.")] = None,
+    size: Annotated[int, typer.Option(min=8, help="With --tokenizer: picture side fed to the tokenizer.")] = 64,
+) -> None:
+    """Convert an imagefolder into webdataset tar shards (.png/.txt/.json per sample, or .tokens.npy)."""
+    from pixlm.data.shards import shard_imagefolder
+
+    start = time.perf_counter()
+    with user_errors():
+        paths = shard_imagefolder(folder, out, shard_size, prefix, tokenizer, size)
+    last = paths[-1].name if paths else ""
+    typer.echo(f"wrote {len(paths)} shard(s) {paths[0].name}…{last} and index.json to {out} "
+               f"in {time.perf_counter() - start:.1f} s")
+
+
 # ---------------------------------------------------------------------------------------------- generate
 @app.command("generate")
 def generate(
@@ -261,9 +282,27 @@ def serve(
 
 
 # ---------------------------------------------------------------------------------------------- train
-train_app = typer.Typer(help="Train components (one Accelerate loop each; `accelerate launch -m pixlm.cli train ...` "
-                        "for several processes).", no_args_is_help=True)
+train_app = typer.Typer(help="Train components (one Accelerate loop each; `--num-processes N`, or "
+                        "`accelerate launch -m pixlm.train ...` for several GPUs or machines).", no_args_is_help=True)
 app.add_typer(train_app, name="train")
+NUM_PROCESSES_HELP = ("Train on N local processes (one per GPU; gloo on CPU); for several machines use "
+                      "`accelerate launch` (docs/distributed.md).")
+
+
+def _maybe_relaunch(num_processes: int) -> None:
+    """With N > 1 and not yet inside a launcher: run this command as N processes, then exit with their code."""
+    from pixlm.train.distributed import launched, relaunch
+
+    if num_processes > 1 and not launched():
+        raise typer.Exit(relaunch(num_processes))
+
+
+def _echo_main(text: str) -> None:
+    """Print from the main process only (every process of a multi-process run returns the same path)."""
+    import os
+
+    if os.environ.get("RANK", "0") == "0":
+        typer.echo(text)
 
 
 @train_app.command("tokenizer")
@@ -276,22 +315,29 @@ def train_tokenizer_cmd(
     resume: Annotated[bool, typer.Option(help="Continue from the newest complete checkpoint in OUT.")] = False,
     init_from: Annotated[Optional[str], typer.Option(help="Start from a trained tokenizer folder.")] = None,
     freeze_encoder: Annotated[bool, typer.Option(help="Train the decoder only; tokens stay fixed.")] = False,
+    grad_accum: Annotated[int, typer.Option(min=1, help="Micro-batches per optimizer step.")] = 1,
+    mixed_precision: Annotated[str, typer.Option(help="no, bf16 or fp16 (GPU only).")] = "no",
+    num_processes: Annotated[int, typer.Option(min=1, help=NUM_PROCESSES_HELP)] = 1,
 ) -> None:
     """Train the FSQ image tokenizer on shapes scenes made on the fly."""
     from pixlm.train.tokenizer import TokenizerTrainConfig, train_tokenizer
 
+    _maybe_relaunch(num_processes)
     with user_errors():
         path = train_tokenizer(TokenizerTrainConfig(out=str(out), steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                                                     resume=resume, init_from=init_from or "",
-                                                    freeze_encoder=freeze_encoder))
-    typer.echo(str(path))
+                                                    freeze_encoder=freeze_encoder, grad_accum=grad_accum,
+                                                    mixed_precision=mixed_precision))
+    _echo_main(str(path))
 
 
 @train_app.command("generator")
 def train_generator_cmd(
     out: Annotated[Path, typer.Option(help="Run folder; the finished pipeline is written to OUT/pipeline.")],
     tokenizer: Annotated[str, typer.Option(help="Trained tokenizer folder (its model/ subfolder).")],
-    data: Annotated[Optional[str], typer.Option(help="Imagefolder with metadata.jsonl; default: shapes.")] = None,
+    data: Annotated[Optional[str], typer.Option(help="Imagefolder with metadata.jsonl, or tar shards "
+                                                "(DIR, 'DIR/shard-{000000..000009}.tar' or a glob); default: shapes.")]
+    = None,
     text_encoder: Annotated[str, typer.Option(help="minilm, tiny, or a local Hugging Face encoder folder.")] = "minilm",
     steps: Annotated[int, typer.Option(min=1)] = 3000,
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
@@ -301,16 +347,28 @@ def train_generator_cmd(
     layers: Annotated[int, typer.Option(min=1)] = 4,
     seed: Annotated[int, typer.Option()] = 0,
     resume: Annotated[bool, typer.Option(help="Continue from the newest complete checkpoint in OUT.")] = False,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-3,
+    warmup: Annotated[int, typer.Option(min=0, help="Linear warmup steps before the cosine decay.")] = 200,
+    grad_accum: Annotated[int, typer.Option(min=1, help="Micro-batches per optimizer step.")] = 1,
+    mixed_precision: Annotated[str, typer.Option(help="no, bf16 or fp16 (GPU only).")] = "no",
+    shuffle_buffer: Annotated[int, typer.Option(min=0, help="Shards: samples held for shuffling.")] = 1000,
+    ckpt_every: Annotated[int, typer.Option(min=1, help="Steps between checkpoints.")] = 250,
+    log_every: Annotated[int, typer.Option(min=1, help="Steps between log lines.")] = 25,
+    num_processes: Annotated[int, typer.Option(min=1, help=NUM_PROCESSES_HELP)] = 1,
 ) -> None:
     """Train the masked token generator on pre-encoded image tokens and text states."""
     from pixlm.train.generator import GeneratorTrainConfig, train_generator
 
+    _maybe_relaunch(num_processes)
     with user_errors():
         path = train_generator(GeneratorTrainConfig(out=str(out), tokenizer=tokenizer, data=data or "",
                                                     text_encoder=text_encoder, steps=steps, batch_size=batch_size,
                                                     pool=pool, conditioning=conditioning, dim=dim, layers=layers,
-                                                    seed=seed, resume=resume))
-    typer.echo(str(path))
+                                                    seed=seed, resume=resume, grad_accum=grad_accum,
+                                                    mixed_precision=mixed_precision, shuffle_buffer=shuffle_buffer,
+                                                    ckpt_every=ckpt_every, log_every=log_every, lr=lr,
+                                                    warmup=warmup))
+    _echo_main(str(path))
 
 
 @train_app.command("captioner")

@@ -98,15 +98,20 @@ def cosine_mask_ratio(r: torch.Tensor) -> torch.Tensor:
     return torch.cos(r * math.pi / 2)
 
 
+def random_token_mask(b: int, n: int, generator: torch.Generator | None = None,
+                      device: torch.device | str = "cpu") -> torch.Tensor:
+    """(B, N) bool: True on a cosine-scheduled random fraction (at least one) of each row's positions."""
+    r = torch.rand(b, generator=generator, device=device)
+    n_mask = (cosine_mask_ratio(r) * n).ceil().clamp(1, n)  # (B,)
+    scores = torch.rand(b, n, generator=generator, device=device)
+    ranks = scores.argsort(dim=1).argsort(dim=1)  # a random permutation rank per position
+    return ranks < n_mask[:, None]
+
+
 def masked_token_loss(model: MaskedTransformer, tokens: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor,
                       generator: torch.Generator | None = None, label_smoothing: float = 0.1) -> torch.Tensor:
     """Mask a cosine-scheduled random fraction of each row and score the model on the masked tokens."""
-    b, n = tokens.shape
-    r = torch.rand(b, generator=generator, device=tokens.device)
-    n_mask = (cosine_mask_ratio(r) * n).ceil().clamp(1, n)  # (B,)
-    scores = torch.rand(b, n, generator=generator, device=tokens.device)
-    ranks = scores.argsort(dim=1).argsort(dim=1)  # a random permutation rank per position
-    masked = ranks < n_mask[:, None]  # (B, N)
+    masked = random_token_mask(*tokens.shape, generator=generator, device=tokens.device)  # (B, N)
     inp = tokens.masked_fill(masked, model.config.mask_id)
     logits = model(inp, text, text_mask)
     return F.cross_entropy(logits[masked], tokens[masked], label_smoothing=label_smoothing)

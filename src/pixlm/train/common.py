@@ -1,14 +1,15 @@
 """What every training script shares: run folders, resumable checkpoints, loss logs and plots, batches.
 
 A training checkpoint is a folder ``run/checkpoints/step-XXXXXXX`` written atomically (temp dir + rename,
-marked by a ``.complete`` file) holding the model (safetensors), the optimizer state (tensors only, read back
-with ``weights_only=True``) and ``state.json``. Data order is a pure function of (seed, step), so a resumed
+marked by a ``.complete`` file) holding the models (safetensors), each process's optimizer and RNG state
+(``rank-R.pt``, tensors only, read back with ``weights_only=True``) and ``state.json``. Data order is a pure function of (seed, step), so a resumed
 run sees exactly the batches the interrupted one would have seen.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 from pathlib import Path
@@ -17,7 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from pixlm.checkpoint import atomic_write_dir, load_weights, read_json, save_module, write_json
+from safetensors.torch import save_file
+
+from pixlm.checkpoint import load_weights, read_json, save_module, write_json
 from pixlm.data.shapes import random_scene, render, caption
 
 
@@ -51,19 +54,94 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(10 * np.log10(255.0**2 / max(mse, 1e-10)))
 
 
-def save_training_checkpoint(run: Path, step: int, modules: dict[str, torch.nn.Module],
-                             optimizer: torch.optim.Optimizer, extra: dict[str, Any], keep: int = 3) -> Path:
-    """Atomically write checkpoint ``step`` (each module in its own subfolder) and keep the newest ``keep``."""
-    def write(tmp: Path) -> None:
-        for name, m in modules.items():
-            save_module(m, m.config, tmp / name, m.kind)
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        write_json(tmp / "state.json", {"step": step, **extra})
+CRASH_ENV = "PIXLM_CRASH_DURING_CHECKPOINT"  # test hook: a step number; the process dies mid-write there
 
-    path = atomic_write_dir(run / "checkpoints" / f"step-{step:07d}", write)
-    for old in complete_checkpoints(run)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-    return path
+
+def rng_state() -> dict[str, Any]:
+    """This process's global RNG states (torch CPU/CUDA, numpy, Python) as tensors and plain lists."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_py = random.getstate()
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)),
+                             pos, has_gauss, gauss], "python": [version, list(internal), gauss_py]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what ``rng_state`` returned."""
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_py = state["python"]
+    random.setstate((version, tuple(internal), gauss_py))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _maybe_crash(step: int) -> None:
+    """Die like ``kill -9`` in the middle of writing checkpoint ``step`` when the test hook asks for it."""
+    if os.environ.get(CRASH_ENV) == str(step):
+        os._exit(137)
+
+
+def save_training_checkpoint(run: Path, step: int, modules: dict[str, torch.nn.Module],
+                             optimizer: torch.optim.Optimizer, extra: dict[str, Any], keep: int = 3,
+                             accelerator: Any = None, states: dict[str, dict[str, torch.Tensor]] | None = None) -> Path:
+    """Write checkpoint ``step`` crash-safely and keep the newest ``keep``.
+
+    Everything goes into ``.step-XXXXXXX.tmp``; the main process then writes ``.complete`` and renames the
+    folder to ``step-XXXXXXX``, so a process killed at any moment leaves either a complete checkpoint or a
+    temp folder that resuming ignores (and removes). With an ``accelerator`` every process must call this:
+    each one adds its optimizer state and RNG state (``rank-R.pt``); ``states`` (name → full state dict,
+    from ``accelerator.get_state_dict``) replaces reading the modules' own state dicts. Without one, only
+    the caller writes (as rank 0).
+    """
+    rank = accelerator.process_index if accelerator is not None else 0
+    main = accelerator.is_main_process if accelerator is not None else True
+    final = run / "checkpoints" / f"step-{step:07d}"
+    tmp = final.with_name(f".{final.name}.tmp")
+
+    def barrier() -> None:
+        if accelerator is not None:
+            accelerator.wait_for_everyone()
+
+    barrier()  # nobody may still be writing into a temp folder the main process is about to clear
+    if main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    barrier()
+    torch.save({"optimizer": optimizer.state_dict(), "rng": rng_state()}, tmp / f"rank-{rank}.pt")
+    barrier()
+    if main:
+        for name, m in modules.items():
+            if states is not None and name in states:
+                write_json_config(tmp / name, m)
+                save_file({k: v.detach().contiguous().cpu() for k, v in states[name].items()},
+                          str(tmp / name / "model.safetensors"))
+            else:
+                save_module(m, m.config, tmp / name, m.kind)
+            _maybe_crash(step)  # the test hook fires with the weights half written
+        world = accelerator.num_processes if accelerator is not None else 1
+        write_json(tmp / "state.json", {"step": step, "world_size": world, **extra})
+        (tmp / ".complete").write_text("ok\n")
+        if final.exists():  # a resumed run writing the same step again
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in complete_checkpoints(run)[:-keep]:  # renamed first, so a crash cannot leave half of one
+            doomed = old.with_name(f".{old.name}.tmp-delete")
+            os.replace(old, doomed)
+            shutil.rmtree(doomed, ignore_errors=True)
+    barrier()
+    return final
+
+
+def write_json_config(directory: Path, module: torch.nn.Module) -> None:
+    """The ``config.json`` that ``save_module`` writes, for weights saved from a gathered state dict."""
+    import dataclasses
+
+    directory.mkdir(parents=True, exist_ok=True)
+    write_json(directory / "config.json", {"kind": module.kind, **dataclasses.asdict(module.config)})
 
 
 def complete_checkpoints(run: Path) -> list[Path]:
@@ -74,15 +152,32 @@ def complete_checkpoints(run: Path) -> list[Path]:
     return sorted(p for p in d.glob("step-*") if (p / ".complete").is_file())
 
 
-def resume_from_latest(run: Path, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer) -> dict:
-    """Load the newest complete checkpoint into modules/optimizer; returns its state (``{}`` when none)."""
+def resume_from_latest(run: Path, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer,
+                       accelerator: Any = None) -> dict:
+    """Load the newest complete checkpoint into modules/optimizer and restore this process's RNG state.
+
+    Returns the checkpoint's ``state.json`` (``{}`` when there is none). Temp folders of interrupted writes are
+    removed. Each process reads its own ``rank-R.pt``; a data-parallel run may resume on another number of
+    processes (every rank then takes rank 0's optimizer state, which DDP keeps identical on all ranks).
+    """
+    rank = accelerator.process_index if accelerator is not None else 0
+    if accelerator is None or accelerator.is_main_process:
+        for stale in (run / "checkpoints").glob(".step-*.tmp*") if (run / "checkpoints").is_dir() else []:
+            shutil.rmtree(stale, ignore_errors=True)
     ckpts = complete_checkpoints(run)
     if not ckpts:
         return {}
     last = ckpts[-1]
     for name, m in modules.items():
         load_weights(m, last / name)
-    optimizer.load_state_dict(torch.load(last / "optimizer.pt", weights_only=True))
+    own = last / f"rank-{rank}.pt"
+    if (last / "optimizer.pt").is_file():  # checkpoints written before per-rank state
+        optimizer.load_state_dict(torch.load(last / "optimizer.pt", weights_only=True))
+    else:
+        saved = torch.load(own if own.is_file() else last / "rank-0.pt", weights_only=True)
+        optimizer.load_state_dict(saved["optimizer"])
+        if own.is_file():
+            set_rng_state(saved["rng"])
     return read_json(last / "state.json")
 
 
@@ -92,7 +187,12 @@ class LossLog:
     def __init__(self, run: Path, resume_step: int = 0) -> None:
         self.path = run / "log.jsonl"
         if self.path.exists():  # drop lines past the checkpoint we resumed from
-            rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+            rows = []
+            for line in self.path.read_text().splitlines():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:  # a line cut short by a crash
+                    continue
             rows = [r for r in rows if r["step"] <= resume_step]
             self.path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 

@@ -2,12 +2,21 @@
 
 The images of the training pool are encoded once by the frozen tokenizer and the captions once by the frozen
 text encoder (both cached in the run folder), so each step costs only the generator's forward/backward.
+With ``data`` naming tar shards (``pixlm.data.shards``) the pairs are streamed instead: token shards
+(``pixlm data shard --tokenizer``) skip the VQ encoder, image shards are encoded batch by batch.
+
+Each step draws one global batch of ``batch_size × processes × grad_accum`` examples and all of its
+randomness (pool indices, condition dropout, token masks) from (seed, step); every process takes its slice and
+splits it into ``grad_accum`` micro-batches. The loss is the mean over all masked tokens of the global batch,
+so 1 process with batch 8, 2 processes with batch 4 and 1 process with batch 4 × 2 accumulation take the
+same optimizer steps (up to float rounding) in pool mode.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import math
+import os
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -15,12 +24,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from pixlm.checkpoint import write_json
 from pixlm.data.shapes import caption, random_scene, render, satisfies
-from pixlm.models.masked import MaskedConfig, MaskedTransformer, masked_token_loss
+from pixlm.models.masked import MaskedConfig, MaskedTransformer, random_token_mask
 from pixlm.models.vq import VQModel
 from pixlm.pipeline import TextToImagePipeline
 from pixlm.text.encoder import TextEncoder, TextEncoderConfig, pad_states
@@ -33,10 +43,13 @@ class GeneratorTrainConfig:
     out: str = "runs/generator"
     tokenizer: str = "runs/tokenizer/model"
     text_encoder: str = "minilm"  # "minilm", "tiny" or a local Hugging Face directory
-    data: str = ""  # an imagefolder with metadata.jsonl; empty = shapes scenes
+    data: str = ""  # an imagefolder with metadata.jsonl, tar shards (pattern, folder), or empty = shapes scenes
+    shuffle_buffer: int = 1000  # shard streaming: samples held for shuffling
     pool: int = 60_000  # shapes scenes to render and pre-encode
     steps: int = 4000
-    batch_size: int = 64
+    batch_size: int = 64  # per process and micro-batch
+    grad_accum: int = 1  # micro-batches per optimizer step
+    mixed_precision: str = "no"  # "no", "bf16" (CPU or GPU) or "fp16" (GPU)
     lr: float = 1e-3
     warmup: int = 200
     weight_decay: float = 0.05
@@ -89,7 +102,8 @@ def build_pool(cfg: GeneratorTrainConfig, vq: VQModel, text: TextEncoder, run: P
             flat.append(s[m].half())
             offsets.append(offsets[-1] + int(m.sum()))
     pool = {"tokens": torch.cat(tokens), "text": torch.cat(flat), "offsets": torch.tensor(offsets)}
-    save_file(pool, str(cache))
+    save_file(pool, str(cache.with_suffix(".tmp")))  # renamed into place: a crash leaves no half cache
+    os.replace(cache.with_suffix(".tmp"), cache)
     (run / "pool_captions.txt").write_text("\n".join(captions) + "\n")
     return pool
 
@@ -122,18 +136,67 @@ def quick_accuracy(pipe: TextToImagePipeline, n: int = 48, seed: int = 123) -> f
     return ok / n
 
 
-def train_generator(cfg: GeneratorTrainConfig) -> Path:
-    from accelerate import Accelerator
+class ShardPairs:
+    """This process's stream of (tokens, captions) from tar shards: token shards, or image shards encoded here."""
 
-    accelerator = Accelerator()
+    def __init__(self, cfg: GeneratorTrainConfig, vq: VQModel, rank: int, world: int, skip: int) -> None:
+        from pixlm.data.shards import ShardError, ShardStream, read_index
+
+        index = read_index(cfg.data) or {}
+        if index.get("kind") == "tokens" and index.get("vocab_size") != vq.vocab_size:
+            raise ShardError(f"token shards {cfg.data!r} were made by a tokenizer with vocab_size="
+                             f"{index.get('vocab_size')}, but {cfg.tokenizer!r} has {vq.vocab_size}")
+        self.vq = vq
+        self.items = iter(ShardStream(cfg.data, shuffle=cfg.shuffle_buffer, seed=cfg.seed, rank=rank,
+                                      world_size=world, skip=skip))
+
+    def take(self, n: int) -> tuple[torch.Tensor, list[str]]:
+        """The next ``n`` examples: tokens (n, N) int64 and captions."""
+        items = [next(self.items) for _ in range(n)]
+        if all("tokens" in it for it in items):
+            tokens = torch.stack([it["tokens"] for it in items])
+        else:
+            with torch.no_grad():
+                tokens = self.vq.encode(torch.stack([it["image"] for it in items])).flatten(1)
+        if int(tokens.max()) >= self.vq.vocab_size:
+            raise ValueError(f"shard tokens reach {int(tokens.max())}, outside the tokenizer's vocab_size "
+                             f"{self.vq.vocab_size}; were the shards made with another tokenizer?")
+        return tokens, [it["text"] for it in items]
+
+
+def with_dropout(states: torch.Tensor, mask: torch.Tensor, drop: torch.Tensor, null_states: torch.Tensor,
+                 null_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Replace the text of the rows marked in ``drop`` by the empty prompt's (condition dropout, as CFG uses)."""
+    if not drop.any():
+        return states, mask
+    t = max(states.shape[1], null_states.shape[1])
+    states = torch.nn.functional.pad(states, (0, 0, 0, t - states.shape[1]))
+    mask = torch.nn.functional.pad(mask, (0, t - mask.shape[1]))
+    states[drop] = 0
+    mask[drop] = False
+    states[drop, : null_states.shape[1]] = null_states[0]
+    mask[drop, : null_mask.shape[1]] = True
+    return states, mask
+
+
+def train_generator(cfg: GeneratorTrainConfig) -> Path:
+    from pixlm.data.shards import looks_like_shards
+    from pixlm.train.distributed import make_accelerator
+
+    accelerator = make_accelerator(cfg.mixed_precision, cfg.grad_accum)
+    world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
     run = Path(cfg.out)
-    run.mkdir(parents=True, exist_ok=True)
-    write_json(run / "train_config.json", asdict(cfg))
+    if main:
+        run.mkdir(parents=True, exist_ok=True)
+        write_json(run / "train_config.json", asdict(cfg))
     torch.manual_seed(cfg.seed)
     vq = VQModel.from_pretrained(cfg.tokenizer)
     text = text_encoder_from_spec(cfg.text_encoder)
+    streaming = bool(cfg.data) and looks_like_shards(cfg.data)
     with torch.no_grad():  # the text encoder is frozen while the generator trains
-        pool = build_pool(cfg, vq, text, run)
+        if not streaming:
+            with accelerator.main_process_first():  # one process builds the cache, the others read it
+                pool = build_pool(cfg, vq, text, run)
         null_states, null_mask = text.encode([""])  # condition dropout uses the empty prompt, as CFG does
     model = MaskedTransformer(MaskedConfig(vocab_size=vq.vocab_size, dim=cfg.dim, layers=cfg.layers, heads=cfg.heads,
                                            text_dim=text.dim, conditioning=cfg.conditioning))
@@ -143,45 +206,63 @@ def train_generator(cfg: GeneratorTrainConfig) -> Path:
         (no_decay if p.ndim < 2 or "emb" in name else decay).append(p)
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
-    state = resume_from_latest(run, {"model": ema, "raw": model}, opt) if cfg.resume else {}
+    state = resume_from_latest(run, {"model": ema, "raw": model}, opt, accelerator) if cfg.resume else {}
     start = state.get("step", 0)
+    if streaming and state and state.get("world_size", world) != world:
+        raise ValueError(f"this streaming run was checkpointed with {state['world_size']} processes; resume it "
+                         f"with the same number (got {world}) so every process continues its own part of the shards")
     model, opt = accelerator.prepare(model, opt)
-    log = LossLog(run, start)
-    n_pool = pool["tokens"].shape[0]
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not accelerator.is_main_process)
+    log = LossLog(run, start) if main else None
+    local, micro = cfg.batch_size * cfg.grad_accum, cfg.batch_size
+    pairs = ShardPairs(cfg, vq, rank, world, skip=start * local) if streaming else None
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not main)
     t0 = time.time()
     for step in bar:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg.lr, cfg.warmup, cfg.steps)
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)  # data order = f(seed, step)
-        idx = torch.randint(0, n_pool, (cfg.batch_size * accelerator.num_processes,), generator=gen)
-        idx = idx.chunk(accelerator.num_processes)[accelerator.process_index]
-        tokens = pool["tokens"][idx].long()
-        states, mask = gather_text(pool, idx)
-        drop = torch.rand(len(idx), generator=gen) < cfg.cond_dropout
-        if drop.any():
-            t = max(states.shape[1], null_states.shape[1])
-            states = torch.nn.functional.pad(states, (0, 0, 0, t - states.shape[1]))
-            mask = torch.nn.functional.pad(mask, (0, t - mask.shape[1]))
-            states[drop] = 0
-            mask[drop] = False
-            states[drop, : null_states.shape[1]] = null_states[0]
-            mask[drop, : null_mask.shape[1]] = True
-        loss = masked_token_loss(model, tokens.to(accelerator.device), states.to(accelerator.device),
-                                 mask.to(accelerator.device), generator=gen)
+        mine = slice(rank * local, (rank + 1) * local)  # this process's rows of the global batch
+        if pairs is None:
+            idx = torch.randint(0, pool["tokens"].shape[0], (local * world,), generator=gen)[mine]
+            tokens = pool["tokens"][idx].long()
+        else:
+            tokens, captions = pairs.take(local)
+        drop = (torch.rand(local * world, generator=gen) < cfg.cond_dropout)[mine]
+        masks = random_token_mask(local * world, tokens.shape[1], generator=gen)  # (global B, N)
+        n_masked = int(masks.sum())  # the loss is the mean over every masked token of the global batch
+        masks = masks[mine]
+        loss_sum = torch.zeros((), device=accelerator.device)
+        for k in range(cfg.grad_accum):
+            rows = slice(k * micro, (k + 1) * micro)
+            if pairs is None:
+                states, mask = gather_text(pool, idx[rows])
+            else:
+                with torch.no_grad():
+                    states, mask = text.encode(captions[rows])
+            states, mask = with_dropout(states, mask, drop[rows], null_states, null_mask)
+            tok, masked = tokens[rows].to(accelerator.device), masks[rows].to(accelerator.device)
+            sync = k == cfg.grad_accum - 1  # all-reduce gradients once, after the last micro-batch
+            with contextlib.nullcontext() if sync else accelerator.no_sync(model):
+                logits = model(tok.masked_fill(masked, accelerator.unwrap_model(model).config.mask_id),
+                               states.to(accelerator.device), mask.to(accelerator.device))
+                ce = F.cross_entropy(logits[masked].float(), tok[masked], label_smoothing=0.1, reduction="sum")
+                # DDP averages gradients over processes, hence × world: the sum is the global mean's gradient
+                accelerator.backward(ce * world / n_masked)
+            loss_sum += ce.detach()
+        loss = accelerator.reduce(loss_sum, "sum") / n_masked
         if not torch.isfinite(loss):
             raise FloatingPointError(f"generator loss became {loss.item()} at step {step}")
-        opt.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
         accelerator.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        opt.zero_grad(set_to_none=True)
         with torch.no_grad():
             d = min(cfg.ema, (1 + step) / (10 + step))
             for pe, pm in zip(ema.parameters(), accelerator.unwrap_model(model).parameters()):
-                pe.lerp_(pm, 1 - d)
+                pe.lerp_(pm.detach(), 1 - d)
         done = step + 1
-        if done % cfg.log_every == 0 and accelerator.is_main_process:
-            row = {"step": done, "loss": loss.item(), "lr": opt.param_groups[0]["lr"], "elapsed_s": time.time() - t0}
+        if done % cfg.log_every == 0 and main:
+            row = {"step": done, "loss": loss.item(), "lr": opt.param_groups[0]["lr"], "elapsed_s": time.time() - t0,
+                   "examples": done * local * world}
             if done % cfg.eval_every == 0 or done == cfg.steps:
                 pipe = TextToImagePipeline(vq, text, ema)
                 row["quick_acc"] = quick_accuracy(pipe)
@@ -193,11 +274,13 @@ def train_generator(cfg: GeneratorTrainConfig) -> Path:
                 save_grid(np.stack([np.asarray(im) for im in images]), run / f"samples-{done:07d}.png", cols=8)
             log.append(row)
             bar.set_postfix(loss=f"{row['loss']:.3f}", acc=row.get("quick_acc", ""))
-        if (done % cfg.ckpt_every == 0 or done == cfg.steps) and accelerator.is_main_process:
+        if done % cfg.ckpt_every == 0 or done == cfg.steps:  # every process takes part (optimizer + RNG state)
             save_training_checkpoint(run, done, {"model": ema, "raw": accelerator.unwrap_model(model)}, opt,
-                                     {"seed": cfg.seed})
-            log.plot(("loss", "quick_acc"))
+                                     {"seed": cfg.seed}, accelerator=accelerator)
+            if main:
+                log.plot(("loss", "quick_acc"))
     pipe = TextToImagePipeline(vq, text, ema)
-    if accelerator.is_main_process:
+    if main:
         pipe.save_pretrained(run / "pipeline")
+    accelerator.wait_for_everyone()
     return run / "pipeline"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -21,7 +22,9 @@ from pixlm.train.common import (LossLog, psnr, resume_from_latest, save_grid, sa
 class TokenizerTrainConfig:
     out: str = "runs/tokenizer"
     steps: int = 3000
-    batch_size: int = 32
+    batch_size: int = 32  # per process and micro-batch
+    grad_accum: int = 1  # micro-batches per optimizer step
+    mixed_precision: str = "no"  # "no", "bf16" (CPU or GPU) or "fp16" (GPU)
     lr: float = 2e-3
     warmup: int = 100
     seed: int = 0
@@ -44,11 +47,13 @@ def lr_at(step: int, base: float, warmup: int, total: int) -> float:
 
 
 def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
-    from accelerate import Accelerator
+    from pixlm.train.distributed import make_accelerator
 
-    accelerator = Accelerator()
+    accelerator = make_accelerator(cfg.mixed_precision, cfg.grad_accum)
+    world, main = accelerator.num_processes, accelerator.is_main_process
     run = Path(cfg.out)
-    run.mkdir(parents=True, exist_ok=True)
+    if main:
+        run.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     model = VQModel.from_pretrained(cfg.init_from).train() if cfg.init_from else \
         VQModel(VQConfig(channels=cfg.channels, levels=cfg.levels))
@@ -56,11 +61,12 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
         model.encoder.requires_grad_(False)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=(0.9, 0.99),
                             weight_decay=0.0)
-    state = resume_from_latest(run, {"model": model}, opt) if cfg.resume else {}
+    state = resume_from_latest(run, {"model": model}, opt, accelerator) if cfg.resume else {}
     start = state.get("step", 0)
     model, opt = accelerator.prepare(model, opt)
-    log = LossLog(run, start)
-    (run / "train_config.json").write_text(str(asdict(cfg)))
+    log = LossLog(run, start) if main else None
+    if main:
+        (run / "train_config.json").write_text(str(asdict(cfg)))
     # Held-out scenes (a seed no training step uses) to report PSNR on.
     val_images, _, _ = shapes_batch(cfg.seed + 10_000, 0, 64)
     usage = torch.zeros(accelerator.unwrap_model(model).vocab_size)  # token counts since the last log line
@@ -70,19 +76,28 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
     for step in bar:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg.lr, cfg.warmup, cfg.steps)
-        # Each process takes its own slice of the step's batch so data order is independent of world size.
-        images, _, _ = shapes_batch(cfg.seed, step, cfg.batch_size * accelerator.num_processes)
-        images = images.chunk(accelerator.num_processes)[accelerator.process_index].to(accelerator.device)
-        recon, idx = model(images)
-        loss = F.mse_loss(recon, images) + 0.5 * F.l1_loss(recon, images)
+        # Each process takes its own slice of the step's batch so data order is independent of world size;
+        # the slice is split into grad_accum micro-batches whose gradients add up before the optimizer step.
+        local = cfg.batch_size * cfg.grad_accum
+        images, _, _ = shapes_batch(cfg.seed, step, local * world)
+        images = images.chunk(world)[accelerator.process_index].to(accelerator.device)
+        loss = torch.zeros((), device=accelerator.device)
+        for k, micro in enumerate(images.split(cfg.batch_size)):
+            sync = k == cfg.grad_accum - 1  # all-reduce gradients once, after the last micro-batch
+            with contextlib.nullcontext() if sync else accelerator.no_sync(model):
+                recon, idx = model(micro)
+                recon = recon.float()
+                part = (F.mse_loss(recon, micro) + 0.5 * F.l1_loss(recon, micro)) / cfg.grad_accum
+                accelerator.backward(part)
+            loss += part.detach()
+            usage += torch.bincount(idx.flatten().cpu(), minlength=usage.numel()).float()
+        loss = accelerator.reduce(loss, "mean")
         if not torch.isfinite(loss):
             raise FloatingPointError(f"tokenizer loss became {loss.item()} at step {step}")
-        opt.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
         opt.step()
-        usage += torch.bincount(idx.flatten().cpu(), minlength=usage.numel()).float()
+        opt.zero_grad(set_to_none=True)
         done = step + 1
-        if done % cfg.log_every == 0 and accelerator.is_main_process:
+        if done % cfg.log_every == 0 and main:
             p = usage / usage.sum()
             perplexity = float(torch.exp(-(p[p > 0] * p[p > 0].log()).sum()))
             used = float((usage > 0).float().mean())
@@ -94,14 +109,17 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
                     row["val_psnr"] = psnr(accelerator.unwrap_model(model)(val_images)[0], val_images)
             log.append(row)
             bar.set_postfix(loss=f"{row['loss']:.4f}", ppl=f"{perplexity:.0f}", psnr=row.get("val_psnr", ""))
-        if (done % cfg.ckpt_every == 0 or done == end) and accelerator.is_main_process:
-            save_training_checkpoint(run, done, {"model": accelerator.unwrap_model(model)}, opt, {"seed": cfg.seed})
+        if done % cfg.ckpt_every == 0 or done == end:  # every process takes part (optimizer + RNG state)
+            save_training_checkpoint(run, done, {"model": accelerator.unwrap_model(model)}, opt, {"seed": cfg.seed},
+                                     accelerator=accelerator)
+        if (done % cfg.ckpt_every == 0 or done == end) and main:
             with torch.no_grad():
                 rec = accelerator.unwrap_model(model)(val_images[:16])[0]
             pairs = np.concatenate([tensor_to_uint8(val_images[:16]), tensor_to_uint8(rec)])
             save_grid(pairs, run / "samples.png", cols=16)
             log.plot(("loss", "perplexity", "val_psnr"))
     final = accelerator.unwrap_model(model)
-    if accelerator.is_main_process:
+    if main:
         final.save_pretrained(run / "model")
+    accelerator.wait_for_everyone()
     return run / "model"
