@@ -7,8 +7,8 @@ Measures, per split (``train`` sample, ``test_emoji``: emoji never trained on, `
 skin-tone variants of trained emoji):
 
 * reconstruction PSNR of the tokenizer (encode → decode);
-* text → image retrieval top-1/top-5 of the contrastive scorer (``pixlm.eval.clip_score``; the model folder's
-  ``clip_score/`` unless ``--scorer``) on the real pictures, with each emoji's name as the query: how good the
+* text → image retrieval top-1/top-5 of the contrastive scorer (``pixlm.eval.clip_score``; the bundled
+  ``assets/emoji-clip`` unless ``--scorer``) on the real pictures, with each emoji's name as the query: how good the
   yardstick is;
 * for pictures generated from each emoji's name (one per name, seeded): CLIP-score (100·max(cos, 0)), the
   same for the real pictures and for generated pictures paired with a shuffled name (chance level), text →
@@ -16,7 +16,7 @@ skin-tone variants of trained emoji):
   the real pictures of that split, with two references: real train pictures against the split's real ones,
   and the tokenizer's reconstructions against them.
 
-``--sweep`` first scores a small grid of sampling settings on training names (never the test splits).
+``--sweep`` first scores a small grid of sampling settings on 64 training names (never the test splits).
 """
 
 from __future__ import annotations
@@ -100,14 +100,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="emoji", help="model folder or bundled name (default: emoji)")
     ap.add_argument("--data", required=True, help="the dataset folder written by `pixlm data emoji`")
-    ap.add_argument("--scorer", default=None, help="contrastive scorer folder (default: MODEL/clip_score)")
+    ap.add_argument("--scorer", default=None, help="contrastive scorer folder (default: the bundled emoji-clip)")
     ap.add_argument("--train-n", type=int, default=400, help="training pictures sampled for the train row")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--guidance", type=float, default=None)
     ap.add_argument("--temperature", type=float, default=None)
     ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--sweep", action="store_true", help="score sampling settings on 96 training names first")
+    ap.add_argument("--sweep", action="store_true", help="score sampling settings on 64 training names first")
     ap.add_argument("--out", default="benchmarks/results/emoji.json")
     ap.add_argument("--sheet", default="", help="write a contact sheet of generations here (PNG)")
     a = ap.parse_args()
@@ -116,11 +116,8 @@ def main() -> None:
     from pixlm.eval.clip_score import clip_score, embed_images, image_features, load_scorer, pil_to_tensor
     from pixlm.pipeline import load_pipeline
 
-    from pixlm.pipeline import MODEL_NAMES, bundled_model_path
-
     pipe = load_pipeline(a.model)
-    root = bundled_model_path(MODEL_NAMES[a.model]) if a.model in MODEL_NAMES else Path(a.model)
-    scorer = load_scorer(a.scorer or root / "clip_score")
+    scorer = load_scorer(a.scorer)
     data = Path(a.data)
     options = {k: v for k, v in (("num_inference_steps", a.steps), ("guidance_scale", a.guidance),
                                  ("temperature", a.temperature)) if v is not None}
@@ -130,7 +127,7 @@ def main() -> None:
     train_images, train_names, _ = load_split(data, "train", a.train_n)
     if a.sweep:
         sweep = []
-        sub = train_names[::max(1, len(train_names) // 96)][:96]
+        sub = train_names[::max(1, len(train_names) // 64)][:64]
         text = scorer.embed_texts(sub)
         for steps in (8, 12):
             for guidance in (1.5, 3.0, 5.0):

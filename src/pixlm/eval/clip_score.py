@@ -205,7 +205,18 @@ def train_scorer(cfg: ScorerTrainConfig) -> Path:
     return out / "model"
 
 
-def load_scorer(path: str | Path) -> ContrastiveScorer:
+BUNDLED_SCORER = "emoji-clip"  # the scorer trained with the bundled emoji model, in pixlm/assets
+
+
+def load_scorer(path: str | Path | None = None) -> ContrastiveScorer:
+    """A scorer folder, or ``None`` for the bundled emoji scorer."""
+    if path is None:
+        from importlib import resources
+
+        path = Path(str(resources.files("pixlm") / "assets" / BUNDLED_SCORER))
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"the bundled emoji scorer is not installed at {path}; train one with "
+                                    "`python -m pixlm.train.emoji` (WORK/clip_score/model) and pass its folder")
     return ContrastiveScorer.from_pretrained(path)
 
 

@@ -5,9 +5,11 @@
 Sequential stages, each resumable and skipped once finished: (1) the dataset (``pixlm data emoji``) in
 ``WORK/data``; (2) the FSQ tokenizer on the training pictures; (3) the masked generator on the training
 captions (``GeneratorTrainConfig.data``); (4) the contrastive text–image scorer used by the evaluation
-(``pixlm.eval.clip_score``); (5) the pipeline, float16, in ``WORK/pipeline`` (``--out``), the scorer in its
-``clip_score/`` folder. Only the ``train`` split is ever trained on. Evaluate with
-``python benchmarks/emoji.py --model WORK/pipeline --data WORK/data``.
+(``pixlm.eval.clip_score``, in ``WORK/clip_score/model``); (5) the pipeline, float16, in ``WORK/pipeline``
+(``--out``), and with ``--scorer-out`` a float16 copy of the scorer. Only the ``train`` split is ever trained
+on. Evaluate with ``python benchmarks/emoji.py --model WORK/pipeline --data WORK/data --scorer
+WORK/clip_score/model``. The shipped model and scorer were written by ``--out src/pixlm/assets/emoji-masked
+--scorer-out src/pixlm/assets/emoji-clip``.
 
 The tokenizer trainer draws shapes scenes; here its batch function is pointed at the emoji pictures for the
 duration of stage 2 (random pictures, mirrored half of the time; batches a function of (seed, step) as before).
@@ -32,15 +34,16 @@ from pixlm.data.emoji import EmojiDataConfig, build_emoji_dataset, npm_sources
 class EmojiRecipeConfig:
     work: str = "runs/emoji"
     out: str = ""  # assembled pipeline folder; empty = WORK/pipeline
+    scorer_out: str = ""  # also write the scorer here in float16 (empty = only WORK/clip_score/model)
     node_modules: str = ""  # npm packages openmoji / emoji-datasource-google (names, tags, sequences)
     seed: int = 0
-    tokenizer_steps: int = 600
+    tokenizer_steps: int = 500
     tokenizer_batch: int = 24
-    generator_steps: int = 1600
+    generator_steps: int = 1500
     generator_batch: int = 64
     generator_dim: int = 192
     generator_layers: int = 4
-    scorer_steps: int = 800
+    scorer_steps: int = 500
     threads: int = 0  # torch threads; 0 = every core
 
 
@@ -124,21 +127,18 @@ def stage_scorer(cfg: EmojiRecipeConfig, data: Path) -> Path:
 SAMPLING_DEFAULTS = {"num_inference_steps": 12, "guidance_scale": 3.0, "temperature": 1.0, "choice_temperature": 4.5}
 
 
-def assemble(generator_pipeline: Path, scorer: Path, data: Path, out: Path) -> Path:
-    """The trained pipeline in float16, the scorer as ``clip_score/`` (float16) and the data's notices."""
+def assemble(generator_pipeline: Path, data: Path, out: Path) -> Path:
+    """The trained pipeline in float16 with the data's licence and attribution files."""
     from pixlm.checkpoint import atomic_write_dir, write_json
-    from pixlm.eval.clip_score import ContrastiveScorer
     from pixlm.pipeline import TextToImagePipeline
 
     pipe = TextToImagePipeline.from_pretrained(generator_pipeline)
     pipe.defaults.update(SAMPLING_DEFAULTS)
-    clip = ContrastiveScorer.from_pretrained(scorer)
 
     def write(tmp: Path) -> None:
         pipe.vq.save_pretrained(tmp / "vq", dtype=torch.float16)
         pipe.text_encoder.save_pretrained(tmp / "text_encoder")
         pipe.generator.save_pretrained(tmp / "generator", dtype=torch.float16)
-        clip.save_pretrained(tmp / "clip_score", dtype=torch.float16)
         write_json(tmp / "model_index.json", {"pipeline": "TextToImagePipeline", "generator": pipe.generator.kind,
                                               "defaults": pipe.defaults})
         for f in ("ATTRIBUTION.md", "LICENSE-noto-color-emoji.txt", "LICENSE-openmoji.txt",
@@ -156,7 +156,11 @@ def run_recipe(cfg: EmojiRecipeConfig) -> Path:
     tok = stage_tokenizer(cfg, data)
     gen = stage_generator(cfg, data, tok)
     scorer = stage_scorer(cfg, data)
-    return assemble(gen, scorer, data, Path(cfg.out or Path(cfg.work) / "pipeline"))
+    if cfg.scorer_out:
+        from pixlm.eval.clip_score import ContrastiveScorer
+
+        ContrastiveScorer.from_pretrained(scorer).save_pretrained(cfg.scorer_out, dtype=torch.float16)
+    return assemble(gen, data, Path(cfg.out or Path(cfg.work) / "pipeline"))
 
 
 def main(argv: list[str] | None = None) -> None:
