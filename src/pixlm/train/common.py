@@ -152,15 +152,14 @@ def complete_checkpoints(run: Path) -> list[Path]:
     return sorted(p for p in d.glob("step-*") if (p / ".complete").is_file())
 
 
-def resume_from_latest(run: Path, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer,
+def resume_from_latest(run: Path, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer | None,
                        accelerator: Any = None) -> dict:
-    """Load the newest complete checkpoint into modules/optimizer and restore this process's RNG state.
+    """Load the newest complete checkpoint into modules (and optimizer, with this process's RNG state).
 
-    Returns the checkpoint's ``state.json`` (``{}`` when there is none). Temp folders of interrupted writes are
-    removed. Each process reads its own ``rank-R.pt``; a data-parallel run may resume on another number of
-    processes (every rank then takes rank 0's optimizer state, which DDP keeps identical on all ranks).
+    Returns the checkpoint's ``state.json`` plus ``"path"`` (``{}`` when there is none). Temp folders of
+    interrupted writes are removed. Pass ``optimizer=None`` to load only the weights, e.g. before
+    ``accelerator.prepare``, and call ``restore_process_state`` after it.
     """
-    rank = accelerator.process_index if accelerator is not None else 0
     if accelerator is None or accelerator.is_main_process:
         for stale in (run / "checkpoints").glob(".step-*.tmp*") if (run / "checkpoints").is_dir() else []:
             shutil.rmtree(stale, ignore_errors=True)
@@ -170,15 +169,31 @@ def resume_from_latest(run: Path, modules: dict[str, torch.nn.Module], optimizer
     last = ckpts[-1]
     for name, m in modules.items():
         load_weights(m, last / name)
-    own = last / f"rank-{rank}.pt"
+    state = {**read_json(last / "state.json"), "path": str(last)}
+    if optimizer is not None:
+        restore_process_state(state, optimizer, accelerator)
+    return state
+
+
+def restore_process_state(state: dict, optimizer: torch.optim.Optimizer, accelerator: Any = None) -> None:
+    """Load this process's optimizer state and RNG state (``rank-R.pt``) from the checkpoint ``state`` names.
+
+    A data-parallel (DDP) run may resume on another number of processes: a new rank then takes rank 0's
+    optimizer state, which DDP keeps identical on every rank. A sharded (FSDP) run must keep its number.
+    """
+    last = Path(state["path"])
+    rank = accelerator.process_index if accelerator is not None else 0
     if (last / "optimizer.pt").is_file():  # checkpoints written before per-rank state
         optimizer.load_state_dict(torch.load(last / "optimizer.pt", weights_only=True))
-    else:
-        saved = torch.load(own if own.is_file() else last / "rank-0.pt", weights_only=True)
-        optimizer.load_state_dict(saved["optimizer"])
-        if own.is_file():
-            set_rng_state(saved["rng"])
-    return read_json(last / "state.json")
+        return
+    own = last / f"rank-{rank}.pt"
+    if not own.is_file() and accelerator is not None and str(accelerator.distributed_type).endswith("FSDP"):
+        raise ValueError(f"{last} was written by {state.get('world_size')} processes; an FSDP run holds its optimizer "
+                         f"in shards, so resume it on that many processes (got {accelerator.num_processes})")
+    saved = torch.load(own if own.is_file() else last / "rank-0.pt", weights_only=True)
+    optimizer.load_state_dict(saved["optimizer"])
+    if own.is_file():
+        set_rng_state(saved["rng"])
 
 
 class LossLog:

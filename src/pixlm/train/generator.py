@@ -34,7 +34,8 @@ from pixlm.models.masked import MaskedConfig, MaskedTransformer, random_token_ma
 from pixlm.models.vq import VQModel
 from pixlm.pipeline import TextToImagePipeline
 from pixlm.text.encoder import TextEncoder, TextEncoderConfig, pad_states
-from pixlm.train.common import LossLog, images_to_tensor, resume_from_latest, save_grid, save_training_checkpoint
+from pixlm.train.common import (LossLog, images_to_tensor, restore_process_state, resume_from_latest, save_grid,
+                                save_training_checkpoint)
 from pixlm.train.tokenizer import lr_at
 
 
@@ -206,12 +207,15 @@ def train_generator(cfg: GeneratorTrainConfig) -> Path:
         (no_decay if p.ndim < 2 or "emb" in name else decay).append(p)
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
-    state = resume_from_latest(run, {"model": ema, "raw": model}, opt, accelerator) if cfg.resume else {}
+    state = resume_from_latest(run, {"model": ema, "raw": model}, None, accelerator) if cfg.resume else {}
     start = state.get("step", 0)
     if streaming and state and state.get("world_size", world) != world:
         raise ValueError(f"this streaming run was checkpointed with {state['world_size']} processes; resume it "
                          f"with the same number (got {world}) so every process continues its own part of the shards")
     model, opt = accelerator.prepare(model, opt)
+    if state:  # after prepare, so that a sharded (FSDP) optimizer takes its own shard back
+        restore_process_state(state, opt, accelerator)
+    fsdp = str(accelerator.distributed_type).endswith("FSDP")
     log = LossLog(run, start) if main else None
     local, micro = cfg.batch_size * cfg.grad_accum, cfg.batch_size
     pairs = ShardPairs(cfg, vq, rank, world, skip=start * local) if streaming else None
@@ -257,8 +261,14 @@ def train_generator(cfg: GeneratorTrainConfig) -> Path:
         opt.zero_grad(set_to_none=True)
         with torch.no_grad():
             d = min(cfg.ema, (1 + step) / (10 + step))
-            for pe, pm in zip(ema.parameters(), accelerator.unwrap_model(model).parameters()):
-                pe.lerp_(pm.detach(), 1 - d)
+            if fsdp:  # the weights are sharded: gather them (every process), the main process keeps the EMA
+                full = accelerator.get_state_dict(model)
+                for k, pe in ema.state_dict().items() if main else ():
+                    if pe.is_floating_point():
+                        pe.lerp_(full[k].to(pe), 1 - d)
+            else:
+                for pe, pm in zip(ema.parameters(), accelerator.unwrap_model(model).parameters()):
+                    pe.lerp_(pm.detach(), 1 - d)
         done = step + 1
         if done % cfg.log_every == 0 and main:
             row = {"step": done, "loss": loss.item(), "lr": opt.param_groups[0]["lr"], "elapsed_s": time.time() - t0,
@@ -275,8 +285,10 @@ def train_generator(cfg: GeneratorTrainConfig) -> Path:
             log.append(row)
             bar.set_postfix(loss=f"{row['loss']:.3f}", acc=row.get("quick_acc", ""))
         if done % cfg.ckpt_every == 0 or done == cfg.steps:  # every process takes part (optimizer + RNG state)
-            save_training_checkpoint(run, done, {"model": ema, "raw": accelerator.unwrap_model(model)}, opt,
-                                     {"seed": cfg.seed}, accelerator=accelerator)
+            raw = accelerator.unwrap_model(model)
+            save_training_checkpoint(run, done, {"model": ema, "raw": raw}, opt, {"seed": cfg.seed},
+                                     accelerator=accelerator,
+                                     states={"raw": accelerator.get_state_dict(model)} if fsdp else None)
             if main:
                 log.plot(("loss", "quick_acc"))
     pipe = TextToImagePipeline(vq, text, ema)

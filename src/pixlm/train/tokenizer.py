@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from pixlm.models.vq import VQConfig, VQModel
-from pixlm.train.common import (LossLog, psnr, resume_from_latest, save_grid, save_training_checkpoint,
-                                shapes_batch, tensor_to_uint8)
+from pixlm.train.common import (LossLog, psnr, restore_process_state, resume_from_latest, save_grid,
+                                save_training_checkpoint, shapes_batch, tensor_to_uint8)
 
 
 @dataclass
@@ -51,6 +51,9 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
 
     accelerator = make_accelerator(cfg.mixed_precision, cfg.grad_accum)
     world, main = accelerator.num_processes, accelerator.is_main_process
+    if str(accelerator.distributed_type).endswith("FSDP"):
+        raise ValueError("the tokenizer trains with DDP (plain `accelerate launch` or --num-processes); its few "
+                         "million parameters need no sharding, and FSDP is supported for the generator only")
     run = Path(cfg.out)
     if main:
         run.mkdir(parents=True, exist_ok=True)
@@ -61,9 +64,11 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
         model.encoder.requires_grad_(False)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=(0.9, 0.99),
                             weight_decay=0.0)
-    state = resume_from_latest(run, {"model": model}, opt, accelerator) if cfg.resume else {}
+    state = resume_from_latest(run, {"model": model}, None, accelerator) if cfg.resume else {}
     start = state.get("step", 0)
     model, opt = accelerator.prepare(model, opt)
+    if state:  # after prepare, so that a sharded (FSDP) optimizer takes its own shard back
+        restore_process_state(state, opt, accelerator)
     log = LossLog(run, start) if main else None
     if main:
         (run / "train_config.json").write_text(str(asdict(cfg)))
