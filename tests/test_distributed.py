@@ -71,7 +71,7 @@ def test_two_gloo_processes_match_one_process(big_batch_run: Path, vq_dir: Path,
            "--batch-size", "4", "--num-processes", "2"]  # re-launched as 2 processes by torch.distributed.run
     for k in ("text_encoder", "pool", "dim", "layers", "log_every", "ckpt_every", "steps", "lr", "warmup"):
         cmd += [f"--{k.replace('_', '-')}", str(TINY[k])]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     state = json.loads((complete_checkpoints(run)[-1] / "state.json").read_text())
     assert state["world_size"] == 2

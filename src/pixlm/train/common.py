@@ -17,11 +17,10 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from safetensors.torch import save_file
 
 from pixlm.checkpoint import load_weights, read_json, save_module, write_json
-from pixlm.data.shapes import random_scene, render, caption
+from pixlm.data.shapes import caption, random_scene, render
 
 
 def step_rng(seed: int, step: int) -> random.Random:
