@@ -16,7 +16,8 @@ from safetensors.torch import load_file
 
 from pixlm.data.shards import shard_imagefolder
 from pixlm.models.vq import VQConfig, VQModel
-from pixlm.train.common import CRASH_ENV, LossLog, complete_checkpoints, resume_from_latest, save_training_checkpoint
+from pixlm.train.common import (CRASH_ENV, CRASH_POINTS, LossLog, complete_checkpoints, resume_from_latest,
+                                save_training_checkpoint)
 from pixlm.train.generator import GeneratorTrainConfig, train_generator
 
 TINY = dict(text_encoder="tiny", pool=32, dim=16, layers=1, log_every=1, eval_every=1000, ckpt_every=2, steps=6,
@@ -66,6 +67,44 @@ def test_killed_mid_checkpoint_resumes_to_the_same_loss_curve(vq_dir: Path, tmp_
         assert torch.equal(final_weights(run)[k], v), k
 
 
+class Killed(BaseException):
+    """Stands in for SIGKILL in-process: nothing below the crash point runs, no cleanup handler catches it."""
+
+
+@pytest.mark.parametrize("point", CRASH_POINTS)
+def test_a_kill_at_any_point_of_a_write_leaves_a_resumable_run(point: str, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from pixlm.models.masked import MaskedConfig, MaskedTransformer
+
+    def make() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+        model = MaskedTransformer(MaskedConfig(vocab_size=16, dim=8, layers=1, heads=2, text_dim=8))
+        return model, torch.optim.AdamW(model.parameters())
+
+    model, opt = make()
+    saved = {}
+    for step in range(1, 5):
+        with torch.no_grad():
+            next(model.parameters()).fill_(float(step))  # each checkpoint's weights say which step wrote them
+        saved[step] = {k: v.clone() for k, v in model.state_dict().items()}
+        if step == 4:
+            monkeypatch.setenv(CRASH_ENV, f"4:{point}")
+            monkeypatch.setattr(os, "_exit", lambda code: (_ for _ in ()).throw(Killed()))
+            with pytest.raises(Killed):
+                save_training_checkpoint(tmp_path, step, {"model": model}, opt, {})
+        else:
+            save_training_checkpoint(tmp_path, step, {"model": model}, opt, {})
+    fresh, fresh_opt = make()
+    state = resume_from_latest(tmp_path, {"model": fresh}, fresh_opt)
+    survived = 4 if point in ("renamed", "pruning") else 3  # before the rename, step 4 does not exist yet
+    assert state["step"] == survived
+    for k, v in fresh.state_dict().items():
+        assert torch.equal(v, saved[survived][k]), k
+    assert not list((tmp_path / "checkpoints").glob(".*"))  # leftovers of the interrupted write are gone
+    monkeypatch.delenv(CRASH_ENV)
+    save_training_checkpoint(tmp_path, 5, {"model": fresh}, fresh_opt, {})  # and the run goes on checkpointing
+    assert [p.name for p in complete_checkpoints(tmp_path)][-1] == "step-0000005"
+
+
 def test_checkpoint_restores_the_rng_state(tmp_path: Path) -> None:
     from pixlm.models.masked import MaskedConfig, MaskedTransformer
 
@@ -106,3 +145,19 @@ def test_streaming_from_token_shards_resumes_where_it_stopped(vq_dir: Path, shap
     # (with warmup=1 the LR of steps 1-2 is the same under a 2- and a 4-step schedule)
     assert [r["step"] for r in log_rows(run)] == [1, 2, 3, 4]
     assert [r["loss"] for r in log_rows(run)] == [r["loss"] for r in log_rows(ref)]
+
+
+def test_tokenizer_streams_image_shards_and_resumes(shapes_folder: Path, tmp_path: Path) -> None:
+    from pixlm.train.tokenizer import TokenizerTrainConfig, train_tokenizer
+
+    shards = tmp_path / "shards"
+    shard_imagefolder(shapes_folder, shards, shard_size=6)
+    cfg = dict(data=str(shards), shuffle_buffer=5, channels=(8, 8, 16, 16), levels=(4, 4, 4), batch_size=3,
+               log_every=1, ckpt_every=2, steps=4)  # warmup 100: steps 1-4 have the same LR whatever `steps` is
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    train_tokenizer(TokenizerTrainConfig(out=str(ref), **cfg))
+    train_tokenizer(TokenizerTrainConfig(out=str(run), **{**cfg, "steps": 2}))
+    train_tokenizer(TokenizerTrainConfig(out=str(run), resume=True, **cfg))
+    assert [r["loss"] for r in log_rows(run)] == [r["loss"] for r in log_rows(ref)]
+    with pytest.raises(ValueError, match="not a set of tar shards"):
+        train_tokenizer(TokenizerTrainConfig(out=str(tmp_path / "x"), data=str(shapes_folder)))

@@ -315,11 +315,14 @@ def train_tokenizer_cmd(
     resume: Annotated[bool, typer.Option(help="Continue from the newest complete checkpoint in OUT.")] = False,
     init_from: Annotated[Optional[str], typer.Option(help="Start from a trained tokenizer folder.")] = None,
     freeze_encoder: Annotated[bool, typer.Option(help="Train the decoder only; tokens stay fixed.")] = False,
+    data: Annotated[Optional[str], typer.Option(help="Tar shards of pictures (DIR, 'DIR/shard-{000000..000009}.tar' "
+                                                "or a glob; see `pixlm data shard`); default: shapes.")] = None,
+    shuffle_buffer: Annotated[int, typer.Option(min=0, help="Shards: samples held for shuffling.")] = 1000,
     grad_accum: Annotated[int, typer.Option(min=1, help="Micro-batches per optimizer step.")] = 1,
     mixed_precision: Annotated[str, typer.Option(help="no, bf16 or fp16 (GPU only).")] = "no",
     num_processes: Annotated[int, typer.Option(min=1, help=NUM_PROCESSES_HELP)] = 1,
 ) -> None:
-    """Train the FSQ image tokenizer on shapes scenes made on the fly."""
+    """Train the FSQ image tokenizer on shapes scenes made on the fly, or on pictures from tar shards."""
     from pixlm.train.tokenizer import TokenizerTrainConfig, train_tokenizer
 
     _maybe_relaunch(num_processes)
@@ -327,7 +330,8 @@ def train_tokenizer_cmd(
         path = train_tokenizer(TokenizerTrainConfig(out=str(out), steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                                                     resume=resume, init_from=init_from or "",
                                                     freeze_encoder=freeze_encoder, grad_accum=grad_accum,
-                                                    mixed_precision=mixed_precision))
+                                                    mixed_precision=mixed_precision, data=data or "",
+                                                    shuffle_buffer=shuffle_buffer))
     _echo_main(str(path))
 
 

@@ -30,10 +30,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch.utils.data import IterableDataset, get_worker_info
 
-from pixlm.data.batch import image_to_tensor
+from pixlm.data.batch import flatten_alpha, image_to_tensor
 
 IMAGE_EXTS = ("png", "jpg", "jpeg", "webp")
 INDEX = "index.json"
@@ -240,8 +240,11 @@ def iter_tar(path: Path) -> Iterator[dict[str, Any]]:
             yield sample
 
 
-def decode_sample(raw: dict[str, Any]) -> dict[str, Any]:
-    """Raw bytes → ``{"text", "objects", "image" (3, H, W) in [-1, 1] and/or "tokens" (H*W,) int64}``."""
+def decode_sample(raw: dict[str, Any], size: int | None = None) -> dict[str, Any]:
+    """Raw bytes → ``{"text", "objects", "image" (3, H, W) in [-1, 1] and/or "tokens" (H*W,) int64}``.
+
+    With ``size`` pictures are scaled (shorter side) and centre-cropped to ``size``×``size``, as ``ImageFolder`` does.
+    """
     where = f"sample {raw['__key__']!r} of {raw['__shard__']}"
     if "txt" not in raw:
         raise ShardError(f"{where} has no .txt caption")
@@ -256,7 +259,10 @@ def decode_sample(raw: dict[str, Any]) -> dict[str, Any]:
         if ext in raw:
             with Image.open(io.BytesIO(raw[ext])) as im:
                 im.load()
-                out["image"] = image_to_tensor(im)
+                img = flatten_alpha(im)
+            if size is not None and img.size != (size, size):
+                img = ImageOps.fit(img, (size, size), Image.BICUBIC)
+            out["image"] = image_to_tensor(img)
             break
     if "tokens" not in out and "image" not in out:
         raise ShardError(f"{where} has neither an image ({', '.join(IMAGE_EXTS)}) nor tokens.npy")
@@ -271,18 +277,18 @@ class ShardStream(IterableDataset):
     each read a disjoint part: whole shards when there are at least as many shards as readers, otherwise
     every n-th sample. The stream is a pure function of (shards, seed, rank, world size, workers), and
     ``skip`` drops that many samples from the start without decoding them, which is how a resumed run
-    continues where it stopped.
+    continues where it stopped. ``size`` scales and crops every picture to a square of that side.
     """
 
     def __init__(self, shards: str | os.PathLike | list[Path], shuffle: int = 1000, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, epochs: int | None = None, skip: int = 0) -> None:
+                 world_size: int = 1, epochs: int | None = None, skip: int = 0, size: int | None = None) -> None:
         self.shards = shards if isinstance(shards, list) else expand_shards(shards)
         if shuffle < 0:
             raise ShardError(f"shuffle={shuffle} must be a buffer size >= 0")
         if world_size < 1 or not 0 <= rank < world_size:
             raise ShardError(f"rank={rank} must lie in [0, world_size={world_size})")
         self.shuffle, self.seed, self.rank, self.world_size = shuffle, seed, rank, world_size
-        self.epochs, self.skip = epochs, skip
+        self.epochs, self.skip, self.size = epochs, skip, size
 
     def _reader(self) -> tuple[int, int]:
         info = get_worker_info()
@@ -325,7 +331,7 @@ class ShardStream(IterableDataset):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         for i, sample in enumerate(self.raw()):
             if i >= self.skip:
-                yield decode_sample(sample)
+                yield decode_sample(sample, self.size)
 
 
 def batches(stream: Iterable[dict[str, Any]], batch_size: int) -> Iterator[list[dict[str, Any]]]:

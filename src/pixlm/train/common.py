@@ -53,7 +53,8 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(10 * np.log10(255.0**2 / max(mse, 1e-10)))
 
 
-CRASH_ENV = "PIXLM_CRASH_DURING_CHECKPOINT"  # test hook: a step number; the process dies mid-write there
+CRASH_ENV = "PIXLM_CRASH_DURING_CHECKPOINT"  # test hook: "STEP" or "STEP:POINT"; the process dies there
+CRASH_POINTS = ("created", "weights", "marked", "renamed", "pruning")  # the moments of a checkpoint write, in order
 
 
 def rng_state() -> dict[str, Any]:
@@ -78,9 +79,13 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _maybe_crash(step: int) -> None:
-    """Die like ``kill -9`` in the middle of writing checkpoint ``step`` when the test hook asks for it."""
-    if os.environ.get(CRASH_ENV) == str(step):
+def _maybe_crash(step: int, point: str) -> None:
+    """Die like ``kill -9`` at ``point`` of writing checkpoint ``step`` when the test hook asks for it.
+
+    ``PIXLM_CRASH_DURING_CHECKPOINT=4`` dies with the weights of step 4 half written (point ``weights``).
+    """
+    want = os.environ.get(CRASH_ENV)
+    if want and want in (f"{step}:{point}", str(step) if point == "weights" else None):
         os._exit(137)
 
 
@@ -109,6 +114,7 @@ def save_training_checkpoint(run: Path, step: int, modules: dict[str, torch.nn.M
     if main:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
+        _maybe_crash(step, "created")
     barrier()
     torch.save({"optimizer": optimizer.state_dict(), "rng": rng_state()}, tmp / f"rank-{rank}.pt")
     barrier()
@@ -120,16 +126,19 @@ def save_training_checkpoint(run: Path, step: int, modules: dict[str, torch.nn.M
                           str(tmp / name / "model.safetensors"))
             else:
                 save_module(m, m.config, tmp / name, m.kind)
-            _maybe_crash(step)  # the test hook fires with the weights half written
+            _maybe_crash(step, "weights")  # after the first module: the weights are half written
         world = accelerator.num_processes if accelerator is not None else 1
         write_json(tmp / "state.json", {"step": step, "world_size": world, **extra})
         (tmp / ".complete").write_text("ok\n")
+        _maybe_crash(step, "marked")
         if final.exists():  # a resumed run writing the same step again
             shutil.rmtree(final)
         os.replace(tmp, final)
+        _maybe_crash(step, "renamed")
         for old in complete_checkpoints(run)[:-keep]:  # renamed first, so a crash cannot leave half of one
             doomed = old.with_name(f".{old.name}.tmp-delete")
             os.replace(old, doomed)
+            _maybe_crash(step, "pruning")
             shutil.rmtree(doomed, ignore_errors=True)
     barrier()
     return final

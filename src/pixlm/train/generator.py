@@ -149,7 +149,7 @@ class ShardPairs:
                              f"{index.get('vocab_size')}, but {cfg.tokenizer!r} has {vq.vocab_size}")
         self.vq = vq
         self.items = iter(ShardStream(cfg.data, shuffle=cfg.shuffle_buffer, seed=cfg.seed, rank=rank,
-                                      world_size=world, skip=skip))
+                                      world_size=world, skip=skip, size=64))
 
     def take(self, n: int) -> tuple[torch.Tensor, list[str]]:
         """The next ``n`` examples: tokens (n, N) int64 and captions."""

@@ -1,4 +1,6 @@
-"""Train the FSQ image tokenizer on shapes scenes rendered on the fly. One straight-line Accelerate loop."""
+"""Train the FSQ image tokenizer on shapes scenes rendered on the fly, or on pictures streamed from tar shards.
+
+One straight-line Accelerate loop."""
 
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ from pixlm.train.common import (LossLog, psnr, restore_process_state, resume_fro
 @dataclass
 class TokenizerTrainConfig:
     out: str = "runs/tokenizer"
+    data: str = ""  # tar shards of pictures (pattern or folder; `pixlm data shard`); empty = shapes scenes
+    shuffle_buffer: int = 1000  # shard streaming: samples held for shuffling
     steps: int = 3000
     batch_size: int = 32  # per process and micro-batch
     grad_accum: int = 1  # micro-batches per optimizer step
@@ -66,6 +70,19 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
                             weight_decay=0.0)
     state = resume_from_latest(run, {"model": model}, None, accelerator) if cfg.resume else {}
     start = state.get("step", 0)
+    local = cfg.batch_size * cfg.grad_accum
+    stream = None
+    if cfg.data:
+        from pixlm.data.shards import ShardStream, looks_like_shards
+
+        if not looks_like_shards(cfg.data):
+            raise ValueError(f"data={cfg.data!r} is not a set of tar shards; the tokenizer streams shards: convert an "
+                             f"imagefolder with `pixlm data shard FOLDER --out DIR` and pass DIR")
+        if state and state.get("world_size", world) != world:
+            raise ValueError(f"this streaming run was checkpointed with {state['world_size']} processes; resume it "
+                             f"with the same number (got {world})")
+        stream = iter(ShardStream(cfg.data, shuffle=cfg.shuffle_buffer, seed=cfg.seed, rank=accelerator.process_index,
+                                  world_size=world, skip=start * local, size=64))
     model, opt = accelerator.prepare(model, opt)
     if state:  # after prepare, so that a sharded (FSDP) optimizer takes its own shard back
         restore_process_state(state, opt, accelerator)
@@ -83,9 +100,11 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
             g["lr"] = lr_at(step, cfg.lr, cfg.warmup, cfg.steps)
         # Each process takes its own slice of the step's batch so data order is independent of world size;
         # the slice is split into grad_accum micro-batches whose gradients add up before the optimizer step.
-        local = cfg.batch_size * cfg.grad_accum
-        images, _, _ = shapes_batch(cfg.seed, step, local * world)
-        images = images.chunk(world)[accelerator.process_index].to(accelerator.device)
+        if stream is None:
+            images, _, _ = shapes_batch(cfg.seed, step, local * world)
+            images = images.chunk(world)[accelerator.process_index].to(accelerator.device)
+        else:  # each process streams its own part of the shards
+            images = torch.stack([next(stream)["image"] for _ in range(local)]).to(accelerator.device)
         loss = torch.zeros((), device=accelerator.device)
         for k, micro in enumerate(images.split(cfg.batch_size)):
             sync = k == cfg.grad_accum - 1  # all-reduce gradients once, after the last micro-batch
