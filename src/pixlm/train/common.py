@@ -224,6 +224,8 @@ class LossLog:
             f.write(json.dumps(row) + "\n")
 
     def plot(self, keys: tuple[str, ...] = ("loss",)) -> None:
+        if not self.path.exists():  # nothing logged yet (a run shorter than its log interval)
+            return
         import matplotlib
 
         matplotlib.use("Agg")
