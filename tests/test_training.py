@@ -69,3 +69,20 @@ def test_generator_training_writes_a_loadable_pipeline_and_resumes(tokenizer_run
     assert _steps(tmp_path / "gen") == [1, 2, 3, 4]
     pipe = load_pipeline(tmp_path / "gen" / "pipeline")
     assert len(pipe("a red circle", num_images_per_prompt=2, num_inference_steps=2, seed=0)) == 2
+
+
+def test_generator_phases_stop_and_warm_restart(tokenizer_run: Path, tmp_path: Path) -> None:
+    """The bundle recipe's phases: stop_at ends a run early; the next phase resumes on its own schedule."""
+    from pixlm.train.bundle import parse_phases
+
+    cfg = dict(out=str(tmp_path / "gen"), tokenizer=str(tokenizer_run / "model"), text_encoder="tiny", pool=32,
+               batch_size=4, dim=16, layers=1, heads=2, log_every=1, eval_every=1000, ckpt_every=10, warmup=0)
+    train_generator(GeneratorTrainConfig(steps=6, stop_at=2, **cfg))
+    assert _steps(tmp_path / "gen") == [1, 2]
+    train_generator(GeneratorTrainConfig(steps=3, resume=True, **cfg))
+    rows = [json.loads(line) for line in (tmp_path / "gen" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert rows[1]["lr"] > rows[2]["lr"]  # step 3 closes the 3-step schedule: its LR is the floor
+    assert parse_phases("5000,15000:6250,13000") == [(5000, 5000), (15000, 6250), (13000, 13000)]
+    with pytest.raises(ValueError, match="must stop after step 5000"):
+        parse_phases("5000,4000")

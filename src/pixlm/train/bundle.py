@@ -8,7 +8,10 @@ is assembled with the fine-tuned decoder and written in float16. Each stage uses
 two single-threaded stages side by side ran ~3× slower per step than one stage with both cores.
 
 The shipped model: tokenizer 1000 steps (31.8 dB), decoder fine-tune stopped at its step-800 checkpoint of the
-1500-step schedule (33.8 dB; pass ``--decoder-checkpoint 800`` to reproduce), generator 5000 steps.
+1500-step schedule (33.8 dB; pass ``--decoder-checkpoint 800`` to reproduce), generator 13,000 steps of batch 64 in
+three phases (``--generator-steps 5000,15000:6250,13000``: a 5000-step cosine schedule, then resumed on a
+15000-step one up to step 6250, then on a 13000-step one to its end; the plan was shortened mid-run to fit the
+session's CPU time).
 """
 
 from __future__ import annotations
@@ -49,13 +52,37 @@ def _decoder_until(work: Path, tokenizer: Path, steps: int, stop: int) -> None:
                                          resume=True, stop_at=stop))
 
 
-def _generator(work: Path, tokenizer: Path, steps: int, pool: int) -> Path:
+def parse_phases(text: str) -> list[tuple[int, int]]:
+    """``"5000,15000:6250,13000"`` → [(5000, 5000), (15000, 6250), (13000, 13000)]: (schedule length, stop).
+
+    Each phase resumes the previous one's checkpoint on a cosine schedule of the given length (a warm restart)
+    and stops at ``stop`` (default: the schedule's end). This is how the shipped generator was trained.
+    """
+    phases, last = [], 0
+    for part in text.split(","):
+        steps, _, stop = part.strip().partition(":")
+        try:
+            phase = (int(steps), int(stop) if stop else int(steps))
+        except ValueError:
+            raise ValueError(f"--generator-steps: {part!r} is not STEPS or STEPS:STOP (whole numbers)") from None
+        if not last < phase[1] <= phase[0]:
+            raise ValueError(f"--generator-steps: phase {part!r} must stop after step {last} and within its schedule")
+        phases.append(phase)
+        last = phase[1]
+    return phases
+
+
+def _generator(work: Path, tokenizer: Path, phases: list[tuple[int, int]], pool: int) -> Path:
+    from pixlm.train.common import complete_checkpoints
     from pixlm.train.generator import GeneratorTrainConfig, train_generator
 
     out = work / "generator"
-    if not (out / "pipeline" / ".complete").exists():
+    for steps, stop in phases:
+        done = complete_checkpoints(out)
+        if done and int(done[-1].name.split("-")[1]) >= stop:
+            continue  # this phase finished earlier
         train_generator(GeneratorTrainConfig(out=str(out), tokenizer=str(tokenizer), steps=steps, pool=pool,
-                                             resume=True))
+                                             resume=True, stop_at=stop))
     return out / "pipeline"
 
 
@@ -100,7 +127,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--decoder-steps", type=int, default=1500)
     ap.add_argument("--decoder-checkpoint", type=int, default=0, help="use this step's checkpoint of the decoder "
                     "fine-tune instead of its end (0 = the end)")
-    ap.add_argument("--generator-steps", type=int, default=5000)
+    ap.add_argument("--generator-steps", default="5000,15000:6250,13000",
+                    help="generator phases STEPS[:STOP],...: each resumes the last on a new cosine schedule")
     ap.add_argument("--pool", type=int, default=40_000)
     a = ap.parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)
@@ -112,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
             _decoder_until(work, tok, a.decoder_steps, a.decoder_checkpoint)
     else:
         dec = _decoder(work, tok, a.decoder_steps)
-    gen = _generator(work, tok, a.generator_steps, a.pool)
+    gen = _generator(work, tok, parse_phases(a.generator_steps), a.pool)
     print(assemble(gen, dec, Path(a.out)))
 
 

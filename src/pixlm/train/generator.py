@@ -65,6 +65,7 @@ class GeneratorTrainConfig:
     eval_every: int = 500
     ckpt_every: int = 250
     resume: bool = False
+    stop_at: int = 0  # stop after this step (0 = run to ``steps``); the LR schedule still spans ``steps``
 
 
 def text_encoder_from_spec(spec: str) -> TextEncoder:
@@ -219,7 +220,8 @@ def train_generator(cfg: GeneratorTrainConfig) -> Path:
     log = LossLog(run, start) if main else None
     local, micro = cfg.batch_size * cfg.grad_accum, cfg.batch_size
     pairs = ShardPairs(cfg, vq, rank, world, skip=start * local) if streaming else None
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not main)
+    end = min(cfg.steps, cfg.stop_at) if cfg.stop_at else cfg.steps
+    bar = tqdm(range(start, end), initial=start, total=end, disable=not main)
     t0 = time.time()
     for step in bar:
         for g in opt.param_groups:
@@ -273,7 +275,7 @@ def train_generator(cfg: GeneratorTrainConfig) -> Path:
         if done % cfg.log_every == 0 and main:
             row = {"step": done, "loss": loss.item(), "lr": opt.param_groups[0]["lr"], "elapsed_s": time.time() - t0,
                    "examples": done * local * world}
-            if done % cfg.eval_every == 0 or done == cfg.steps:
+            if done % cfg.eval_every == 0 or done == end:
                 pipe = TextToImagePipeline(vq, text, ema)
                 row["quick_acc"] = quick_accuracy(pipe)
                 images = pipe(["two red circles above a blue square", "a large green triangle in the center",
@@ -284,7 +286,7 @@ def train_generator(cfg: GeneratorTrainConfig) -> Path:
                 save_grid(np.stack([np.asarray(im) for im in images]), run / f"samples-{done:07d}.png", cols=8)
             log.append(row)
             bar.set_postfix(loss=f"{row['loss']:.3f}", acc=row.get("quick_acc", ""))
-        if done % cfg.ckpt_every == 0 or done == cfg.steps:  # every process takes part (optimizer + RNG state)
+        if done % cfg.ckpt_every == 0 or done == end:  # every process takes part (optimizer + RNG state)
             raw = accelerator.unwrap_model(model)
             save_training_checkpoint(run, done, {"model": ema, "raw": raw}, opt, {"seed": cfg.seed},
                                      accelerator=accelerator,
