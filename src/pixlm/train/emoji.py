@@ -11,8 +11,8 @@ on. Evaluate with ``python benchmarks/emoji.py --model WORK/pipeline --data WORK
 WORK/clip_score/model``. The shipped model and scorer were written by ``--out src/pixlm/assets/emoji-masked
 --scorer-out src/pixlm/assets/emoji-clip``.
 
-The defaults are the shipped model's run (tokenizer 300 steps, generator 500, scorer 200: what a shared 2-core
-CPU allowed in half an hour). The tokenizer trainer draws shapes scenes; here its batch function is pointed at
+The defaults are the shipped model's run (tokenizer 300 steps; generator stopped at step 400 of a 500-step
+schedule; scorer 200 steps: what a shared 2-core CPU allowed in half an hour). The tokenizer trainer draws shapes scenes; here its batch function is pointed at
 the emoji pictures for the duration of stage 2 (random pictures, mirrored half of the time; batches a function
 of (seed, step) as before).
 """
@@ -42,6 +42,7 @@ class EmojiRecipeConfig:
     tokenizer_steps: int = 300
     tokenizer_batch: int = 24
     generator_steps: int = 500
+    generator_stop_at: int = 400  # stop the generator here (its LR schedule still spans generator_steps); 0 = off
     generator_batch: int = 64
     generator_dim: int = 192
     generator_layers: int = 4
@@ -112,7 +113,8 @@ def stage_generator(cfg: EmojiRecipeConfig, data: Path, tokenizer: Path) -> Path
         train_generator(GeneratorTrainConfig(out=str(out), tokenizer=str(tokenizer), data=str(data / "train"),
                                              steps=cfg.generator_steps, batch_size=cfg.generator_batch,
                                              dim=cfg.generator_dim, layers=cfg.generator_layers, seed=cfg.seed,
-                                             eval_every=cfg.generator_steps, ckpt_every=200, resume=True))
+                                             eval_every=cfg.generator_steps, ckpt_every=200, resume=True,
+                                             stop_at=cfg.generator_stop_at))
     return out / "pipeline"
 
 
