@@ -1,4 +1,4 @@
-"""Shared fixtures: a CLI runner, a small shapes imagefolder, and a writer for hand-made folders."""
+"""Shared fixtures: a CLI runner, a small shapes imagefolder, a writer for hand-made folders, a tiny tokenizer."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
 from pixlm.cli import app
+from pixlm.models.vq import VQConfig, VQModel
 
 
 @pytest.fixture(scope="session")
@@ -46,3 +48,12 @@ def make_folder(tmp_path: Path) -> Callable[..., Path]:
         return root
 
     return make
+
+
+@pytest.fixture(scope="session")
+def vq_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained tiny tokenizer: generator tests only need its codes to be a fixed function of the picture."""
+    d = tmp_path_factory.mktemp("vq") / "vq"
+    torch.manual_seed(0)
+    VQModel(VQConfig(channels=(8, 8, 16, 16), levels=(4, 4, 4))).save_pretrained(d)
+    return d

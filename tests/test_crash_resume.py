@@ -15,21 +15,12 @@ import torch
 from safetensors.torch import load_file
 
 from pixlm.data.shards import shard_imagefolder
-from pixlm.models.vq import VQConfig, VQModel
 from pixlm.train.common import (CRASH_ENV, CRASH_POINTS, LossLog, complete_checkpoints, resume_from_latest,
                                 save_training_checkpoint)
 from pixlm.train.generator import GeneratorTrainConfig, train_generator
 
 TINY = dict(text_encoder="tiny", pool=32, dim=16, layers=1, log_every=1, eval_every=1000, ckpt_every=2, steps=6,
             batch_size=4, lr=3e-3, warmup=1)
-
-
-@pytest.fixture(scope="module")
-def vq_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("vq") / "vq"
-    torch.manual_seed(0)
-    VQModel(VQConfig(channels=(8, 8, 16, 16), levels=(4, 4, 4))).save_pretrained(d)
-    return d
 
 
 def log_rows(run: Path) -> list[dict]:

@@ -12,22 +12,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pixlm.models.vq import VQConfig, VQModel
 from pixlm.train.common import complete_checkpoints
 from pixlm.train.generator import GeneratorTrainConfig, train_generator
 from pixlm.train.tokenizer import TokenizerTrainConfig, train_tokenizer
 
 TINY = dict(text_encoder="tiny", pool=32, dim=16, layers=1, log_every=1, eval_every=1000, ckpt_every=3, steps=3,
             lr=3e-3, warmup=1)
-
-
-@pytest.fixture(scope="module")
-def vq_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An untrained tiny tokenizer: the generator only needs its codes to be a fixed function of the picture."""
-    d = tmp_path_factory.mktemp("vq") / "vq"
-    torch.manual_seed(0)
-    VQModel(VQConfig(channels=(8, 8, 16, 16), levels=(4, 4, 4))).save_pretrained(d)
-    return d
 
 
 def losses(run: Path) -> list[float]:
