@@ -177,3 +177,17 @@ def test_bundled_names_resolve(monkeypatch: pytest.MonkeyPatch) -> None:
             pp.load_pipeline("emoji")
     pp.load_pipeline("some/folder")
     assert seen[-1] == "some/folder"
+
+
+def test_generate_with_the_bundled_emoji_model(tmp_path: Path, runner) -> None:
+    from PIL import Image
+
+    result = runner.invoke(app, ["generate", "a beach with palm trees", "--model", "emoji", "--steps", "2",
+                                 "--seed", "0", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    pngs = sorted(tmp_path.glob("*.png"))  # the output also carries model-loading progress bars
+    assert len(pngs) == 1 and pngs[0].name in result.output
+    png = pngs[0]
+    with Image.open(png) as im:
+        assert im.size == (64, 64)
+        assert len(set(im.convert("RGB").getdata())) > 8  # a picture, not a flat colour

@@ -127,7 +127,7 @@ def stage_scorer(cfg: EmojiRecipeConfig, data: Path) -> Path:
     return out / "model"
 
 
-# Sampling defaults of the emoji model (the shapes model's tuned values; not tuned on emoji).
+# Sampling defaults of the emoji model: 12 steps and the pipeline's guidance and temperature (not tuned on emoji).
 SAMPLING_DEFAULTS = {"num_inference_steps": 12, "guidance_scale": 3.0, "temperature": 1.0, "choice_temperature": 4.5}
 
 
