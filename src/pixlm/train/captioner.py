@@ -5,10 +5,11 @@ draws a batch from it and, per picture, a target: with probability ``detailed_fr
 caption (control token ``<detailed>``), otherwise a fresh varied caption from ``shapes.caption`` (``<free>``).
 Batches are a pure function of (seed, step), so a resumed run sees what the interrupted one would have seen.
 
-One command trains it and ships it inside a model folder (float16). The shipped captioner is step 1072 of the
-1500-step schedule (its 20-minute budget ran out there on a shared 2-core CPU); this reproduces it::
+One command trains it and ships it inside a model folder (float16). The shipped captioner ran the 1500-step
+schedule, then was resumed on a 3000-step one (a warm restart); this reproduces it::
 
-    python -m pixlm.train.captioner --tokenizer runs/tokenizer/model --out runs/captioner --stop-after 1072 \\
+    python -m pixlm.train.captioner --tokenizer runs/tokenizer/model --out runs/captioner && \\
+    python -m pixlm.train.captioner --tokenizer runs/tokenizer/model --out runs/captioner --resume --steps 3000 \\
         --attach src/pixlm/assets/shapes-masked
 """
 
