@@ -1,7 +1,8 @@
 """The emoji dataset builder, its splits, the contrastive scorer and bundled-model names.
 
-The Noto path needs Debian's fonts-noto-color-emoji (CI installs it); tests of the npm annotations skip when
-`npm install openmoji emoji-datasource-google` has not been run (set PIXLM_NODE_MODULES to its node_modules).
+The Noto path needs Debian's fonts-noto-color-emoji (CI installs it; tests that render skip without it, like the
+web UI test without chromium); tests of the npm annotations skip when `npm install openmoji emoji-datasource-google`
+has not been run (set PIXLM_NODE_MODULES to its node_modules).
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ import pytest
 import torch
 
 from pixlm.cli import app
-from pixlm.data.emoji import (NOTO_INSTALL, SPLITS, Emoji, EmojiDataConfig, EmojiSourceError, assign_splits,
+from pixlm.data.emoji import (NOTO_FONT, NOTO_INSTALL, SPLITS, Emoji, EmojiDataConfig, EmojiSourceError, assign_splits,
                               build_emoji_dataset, emoji_catalog, npm_sources, render_emoji, open_font)
 from pixlm.data.folder import ImageFolder
 
-NODE_MODULES = os.environ.get("PIXLM_NODE_MODULES", "/work/tmp/npm/node_modules")
+NODE_MODULES = os.environ.get("PIXLM_NODE_MODULES", "node_modules")
+needs_font = pytest.mark.skipif(not Path(NOTO_FONT).is_file(), reason=f"{NOTO_FONT} is missing ({NOTO_INSTALL})")
 
 
 def _digest(root: Path) -> str:
@@ -32,6 +34,8 @@ def _digest(root: Path) -> str:
 
 @pytest.fixture(scope="session")
 def emoji_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not Path(NOTO_FONT).is_file():
+        pytest.skip(f"{NOTO_FONT} is missing ({NOTO_INSTALL})")
     out = tmp_path_factory.mktemp("emoji") / "d"
     build_emoji_dataset(EmojiDataConfig(out=str(out), max_bases=60, test_emoji_fraction=0.2,
                                         test_variant_fraction=0.9))
@@ -98,6 +102,7 @@ def test_captions_of_an_emoji() -> None:
     assert tone.captions() == ["thumbs up, medium skin tone"] and tone.hexcode == "1F44D-1F3FD"
 
 
+@needs_font
 def test_font_renders_sequences_as_one_picture() -> None:
     font = open_font()
     cat = render_emoji(font, "\U0001F431")
@@ -107,6 +112,7 @@ def test_font_renders_sequences_as_one_picture() -> None:
     assert render_emoji(font, "\U0001F44D\U0001F3FF").tobytes() != render_emoji(font, "\U0001F44D").tobytes()
 
 
+@needs_font  # the npm check below runs after the font is found
 def test_missing_sources_say_how_to_install(tmp_path: Path, runner) -> None:
     with pytest.raises(EmojiSourceError, match="apt-get install -y fonts-noto-color-emoji"):
         emoji_catalog(font_path=tmp_path / "none.ttf")
@@ -119,6 +125,7 @@ def test_missing_sources_say_how_to_install(tmp_path: Path, runner) -> None:
     assert result.exit_code == 1 and NOTO_INSTALL in result.output
 
 
+@needs_font
 def test_cli_builds_a_small_set(tmp_path: Path, runner) -> None:
     out = tmp_path / "emoji"
     result = runner.invoke(app, ["data", "emoji", "--out", str(out), "--max-bases", "12", "--sources", "noto"])
