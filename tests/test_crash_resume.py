@@ -54,8 +54,10 @@ def test_killed_mid_checkpoint_resumes_to_the_same_loss_curve(vq_dir: Path, tmp_
     got, want = log_rows(run), log_rows(ref)
     assert [r["step"] for r in got] == [1, 2, 3, 4, 5, 6]
     assert [r["loss"] for r in got] == [r["loss"] for r in want]  # exactly: same data, masks, optimizer state
+    # Weights to float rounding: with several threads a reduction's order can differ between processes (the killed
+    # run was a subprocess), so the last bits may differ even though every logged loss above is identical.
     for k, v in final_weights(ref).items():
-        assert torch.equal(final_weights(run)[k], v), k
+        torch.testing.assert_close(final_weights(run)[k], v, rtol=1e-5, atol=1e-7, msg=k)
 
 
 class Killed(BaseException):
