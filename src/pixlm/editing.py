@@ -37,9 +37,6 @@ from pixlm.data.instructions import EditPlan, plan_edit
 from pixlm.data.shapes import COLORS, PALETTE, satisfies
 from pixlm.data.specs import SpecError
 from pixlm.pipeline import (
-    MAX_GUIDANCE,
-    MAX_IMAGES_PER_PROMPT,
-    MAX_STEPS,
     PipelineOutput,
     PreviewCallback,
     TextToImagePipeline,
@@ -158,27 +155,7 @@ def _check_masked(pipe: TextToImagePipeline) -> None:
 
 
 def _settings(pipe: TextToImagePipeline, num_images: int, steps: int | None, scale: float | None) -> tuple[int, float]:
-    steps = pipe.defaults["num_inference_steps"] if steps is None else steps
-    scale = pipe.defaults["guidance_scale"] if scale is None else scale
-    _check_number(num_images, "num_images", 1, MAX_IMAGES_PER_PROMPT, integer=True)
-    _check_number(steps, "num_inference_steps", 1, MAX_STEPS, integer=True)
-    _check_number(scale, "guidance_scale", 0.0, MAX_GUIDANCE, integer=False)
-    return steps, scale
-
-
-def _conditioning(pipe: TextToImagePipeline, rows: list[str], negatives: list[str] | None,
-                  scale: float) -> tuple[dict, dict | None]:
-    """``prepare_text`` results for the conditional rows and (when guidance is on) the unconditional rows."""
-    uniq = list(dict.fromkeys(rows + (negatives or []) + [""]))
-    states, mask = pipe.text_encoder.encode(uniq)
-    pos = {p: i for i, p in enumerate(uniq)}
-
-    def prepared(texts: list[str]) -> dict:
-        idx = torch.tensor([pos[t] for t in texts])
-        return pipe.generator.prepare_text(states[idx].to(pipe.device), mask[idx].to(pipe.device))
-
-    uncond = prepared(negatives or [""] * len(rows)) if scale != 1.0 else None
-    return prepared(rows), uncond
+    return pipe.sampling_settings(num_images, steps, scale, images_name="num_images")
 
 
 def resample_tokens(pipe: TextToImagePipeline, init: torch.Tensor, keep: torch.Tensor, rows: list[str],
@@ -193,7 +170,7 @@ def resample_tokens(pipe: TextToImagePipeline, init: torch.Tensor, keep: torch.T
     if init.shape != keep.shape or init.shape[0] != len(rows):
         raise ValueError(f"init {tuple(init.shape)}, keep {tuple(keep.shape)} and {len(rows)} prompts do not match")
     with torch.inference_mode():
-        cond, uncond = _conditioning(pipe, rows, negatives, scale)
+        cond, uncond = pipe.text_conditioning(rows, negatives, scale)
         sampler = MaskGITSampler(steps, scale, pipe.defaults["temperature"], pipe.defaults["choice_temperature"])
         try:
             out = sampler.sample(pipe.generator, cond, uncond, len(rows), generator=generator, callback=callback,

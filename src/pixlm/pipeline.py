@@ -166,6 +166,31 @@ class TextToImagePipeline:
         states, mask = self.text_encoder.encode(prompts)
         return self.generator.prepare_text(states.to(self.device), mask.to(self.device))
 
+    def sampling_settings(self, num_images: int, steps: int | None, scale: float | None,
+                          images_name: str = "num_images_per_prompt") -> tuple[int, float]:
+        """(steps, guidance scale) with the model's defaults filled in; out-of-range values are errors."""
+        steps = self.defaults["num_inference_steps"] if steps is None else steps
+        scale = self.defaults["guidance_scale"] if scale is None else scale
+        _check_number(num_images, images_name, 1, MAX_IMAGES_PER_PROMPT, integer=True)
+        _check_number(steps, "num_inference_steps", 1, MAX_STEPS, integer=True)
+        _check_number(scale, "guidance_scale", 0.0, MAX_GUIDANCE, integer=False)
+        return steps, scale
+
+    def text_conditioning(self, rows: list[str], negatives: list[str] | None,
+                          scale: float) -> tuple[dict, dict | None]:
+        """``prepare_text`` results for the conditional rows and (when guidance is on) the unconditional rows: the
+        negative prompts, or the empty prompt. Each distinct text is encoded once."""
+        uniq = list(dict.fromkeys(rows + (negatives or []) + [""]))
+        states, mask = self.text_encoder.encode(uniq)
+        pos = {p: i for i, p in enumerate(uniq)}
+
+        def prepared(texts: list[str]) -> dict:
+            idx = torch.tensor([pos[t] for t in texts])
+            return self.generator.prepare_text(states[idx].to(self.device), mask[idx].to(self.device))
+
+        uncond = prepared(negatives or [""] * len(rows)) if scale != 1.0 else None
+        return prepared(rows), uncond
+
     def generate(self, prompt: str | list[str], num_images_per_prompt: int = 1,
                  num_inference_steps: int | None = None, guidance_scale: float | None = None,
                  negative_prompt: str | list[str] | None = None, seed: int | None = None,
@@ -182,12 +207,8 @@ class TextToImagePipeline:
         if expand is not False:
             prompts = revised = self.get_expander(expand).expand_batch(prompts)
         expand_ms = (time.perf_counter() - t_expand) * 1e3
-        steps = self.defaults["num_inference_steps"] if num_inference_steps is None else num_inference_steps
-        scale = self.defaults["guidance_scale"] if guidance_scale is None else guidance_scale
+        steps, scale = self.sampling_settings(num_images_per_prompt, num_inference_steps, guidance_scale)
         temp = self.defaults["temperature"] if temperature is None else temperature
-        _check_number(num_images_per_prompt, "num_images_per_prompt", 1, MAX_IMAGES_PER_PROMPT, integer=True)
-        _check_number(steps, "num_inference_steps", 1, MAX_STEPS, integer=True)
-        _check_number(scale, "guidance_scale", 0.0, MAX_GUIDANCE, integer=False)
         _check_number(temp, "temperature", 0.0, 10.0, integer=False)
         negatives = None
         if negative_prompt is not None:
@@ -200,17 +221,8 @@ class TextToImagePipeline:
         t0 = time.perf_counter()
         rows = [p for p in prompts for _ in range(num_images_per_prompt)]
         with torch.inference_mode():
-            uniq = list(dict.fromkeys(prompts + (negatives or []) + [""]))
-            states, mask = self.text_encoder.encode(uniq)
-            pos = {p: i for i, p in enumerate(uniq)}
-
-            def prepared(texts: list[str]) -> dict:
-                idx = torch.tensor([pos[t] for t in texts])
-                return self.generator.prepare_text(states[idx].to(self.device), mask[idx].to(self.device))
-
-            cond = prepared(rows)
-            neg_rows = [n for n in negatives for _ in range(num_images_per_prompt)] if negatives else [""] * len(rows)
-            uncond = prepared(neg_rows) if scale != 1.0 else None
+            neg_rows = [n for n in negatives for _ in range(num_images_per_prompt)] if negatives else None
+            cond, uncond = self.text_conditioning(rows, neg_rows, scale)
             t1 = time.perf_counter()
             sampler = make_sampler(self.generator.kind, steps, scale, temp, self.defaults)
             try:
