@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from pixlm.data.shapes import SHAPES, caption, iter_scenes, random_scene, render, satisfies
+from pixlm.data.shapes import SHAPES, caption, group_relation_scene, iter_scenes, random_scene, render, satisfies
 from pixlm.data.specs import parse_prompt
 
 # Surface nouns of each shape (the canonical word and the paraphrase synonyms), singular and plural.
@@ -110,3 +110,16 @@ def test_parse_prompt_examples(text: str) -> None:
     spec = parse_prompt(text)
     assert spec["exact"] is True
     assert all("shape" in o for o in spec["objects"])
+
+
+def test_group_relation_scenes_satisfy_their_captions() -> None:
+    """Captions such as "two red circles above a blue square": every one parses to a spec its scene satisfies."""
+    rng = random.Random(0)
+    counts = set()
+    for _ in range(300):
+        scene, text = group_relation_scene(rng)
+        spec = parse_prompt(text)
+        assert satisfies([o.to_dict() for o in scene.objects], spec), text
+        assert spec["relations"] and 3 <= len(scene.objects) <= 4
+        counts.add(len(spec["relations"]))
+    assert counts == {2, 3, 4}  # 2+1 and 1+2 → 2 relations, 3+1 / 1+3 → 3, 2+2 → 4

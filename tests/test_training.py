@@ -86,3 +86,45 @@ def test_generator_phases_stop_and_warm_restart(tokenizer_run: Path, tmp_path: P
     assert parse_phases("5000,15000:6250,13000") == [(5000, 5000), (15000, 6250), (13000, 13000)]
     with pytest.raises(ValueError, match="must stop after step 5000"):
         parse_phases("5000,4000")
+
+
+def test_loose_pool_pairs_pool_scenes_with_informal_prompts(tokenizer_run: Path, tmp_path: Path) -> None:
+    """A later phase can add informal prompts for the first N pool scenes: same tokens, new text, base cache kept."""
+    from pixlm.train.generator import build_pool, text_encoder_from_spec
+
+    run = tmp_path / "gen"
+    cfg = dict(out=str(run), tokenizer=str(tokenizer_run / "model"), text_encoder="tiny", pool=12, batch_size=4,
+               dim=16, layers=1, heads=2, log_every=1, eval_every=1000, ckpt_every=2)
+    train_generator(GeneratorTrainConfig(steps=2, **cfg))
+    base = (run / "pool.safetensors").read_bytes()
+    train_generator(GeneratorTrainConfig(steps=4, resume=True, loose_pool=5, **cfg))
+    assert _steps(run) == [1, 2, 3, 4] and (run / "pool.safetensors").read_bytes() == base
+    prompts = (run / "pool_loose-5.txt").read_text().splitlines()
+    captions = (run / "pool_captions.txt").read_text().splitlines()
+    assert len(prompts) == 5 and prompts != captions[:5]
+    torch.manual_seed(0)  # the tiny encoder's random weights, as training made them (seed 0)
+    vq, text = VQModel.from_pretrained(tokenizer_run / "model"), text_encoder_from_spec("tiny")
+    pool = build_pool(GeneratorTrainConfig(loose_pool=5, **cfg), vq, text, run)
+    assert pool["tokens"].shape[0] == 17 and torch.equal(pool["tokens"][12:], pool["tokens"][:5])
+    assert len(pool["offsets"]) == 18 and int(pool["offsets"][-1]) == pool["text"].shape[0]
+    states, mask = text.encode([prompts[4]], use_cache=False)
+    assert torch.allclose(pool["text"][pool["offsets"][16]:].float(), states[0][mask[0]].half().float())
+    with pytest.raises(ValueError, match="loose_pool=13"):
+        build_pool(GeneratorTrainConfig(loose_pool=13, **cfg), vq, text, run)
+    both = build_pool(GeneratorTrainConfig(loose_pool=5, relation_pool=3, **cfg), vq, text, run)
+    assert both["tokens"].shape[0] == 20 and torch.equal(both["tokens"][:17], pool["tokens"])
+    assert len((run / "pool_relations-3.txt").read_text().splitlines()) == 3
+    assert int(both["offsets"][-1]) == both["text"].shape[0]
+
+
+def test_bundle_phases_add_extra_pairs_from_their_start_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The recipe's later phases add informal prompts / group-relation scenes; earlier phases do not."""
+    import pixlm.train.generator as generator
+    from pixlm.train import bundle
+
+    seen = []
+    monkeypatch.setattr(generator, "train_generator", lambda cfg: seen.append(cfg))
+    bundle._generator(tmp_path, tmp_path / "vq", bundle.parse_phases("5,10:7,10:8,10"), pool=40, loose_pool=20,
+                      loose_from=7, relation_pool=5, relation_from=8)
+    assert [(c.steps, c.stop_at, c.loose_pool, c.relation_pool) for c in seen] == [
+        (5, 5, 0, 0), (10, 7, 0, 0), (10, 8, 20, 0), (10, 10, 20, 5)]

@@ -210,6 +210,45 @@ def caption(scene: Scene, rng: random.Random, paraphrase: float = 0.15) -> str:
     return text
 
 
+INVERSE_RELATION = {"above": "below", "below": "above", "left of": "right of", "right of": "left of"}
+
+
+def group_relation_scene(rng: random.Random) -> tuple[Scene, str]:
+    """A scene of two groups of identical objects (1–3 each, 3 or 4 in all) with a caption relating them.
+
+    E.g. "two red circles above a blue square": every object of the first group stands in the relation to every
+    object of the second (the rows or columns of the two groups do not overlap). ``caption`` only ever relates
+    two single objects; these pairs teach the generator counts and relations together.
+    """
+    rel = rng.choice(RELATIONS)
+    ka, kb = rng.choice([(2, 1), (1, 2), (3, 1), (1, 3), (2, 2)])
+    split = rng.choice([1, 2])  # first row (or column) of the later band
+    first = [(r, c) for r in range(split) for c in range(3)]
+    later = [(r, c) for r in range(split, 3) for c in range(3)]
+    if rel in ("left of", "right of"):
+        first, later = [(c, r) for r, c in first], [(c, r) for r, c in later]
+    if rel in ("below", "right of"):
+        first, later = later, first  # group a sits in the later band (each band has 3 or 6 cells)
+    show = {"size": rng.random() < 0.4, "color": rng.random() < 0.9}
+    groups = []
+    for cells, k in ((rng.sample(first, ka), ka), (rng.sample(later, kb), kb)):
+        shape, color, size = rng.choice(SHAPES), rng.choice(COLORS), rng.choice(SIZES)
+        sizes = [size] * k if show["size"] else [rng.choice(SIZES) for _ in range(k)]
+        groups.append([ShapeObject(shape, color, z, r, c) for (r, c), z in zip(cells, sizes)])
+    a, b = groups
+    para = rng.random() < 0.15
+    if rng.random() < 0.5:
+        text = f"{_phrase(rng, a[0], ka, show, para)} {RELATION_WORDS[rel]} {_phrase(rng, b[0], kb, show, para)}"
+    else:
+        inv = INVERSE_RELATION[rel]
+        text = f"{_phrase(rng, b[0], kb, show, para)} {RELATION_WORDS[inv]} {_phrase(rng, a[0], ka, show, para)}"
+    if rng.random() < 0.2:
+        prefix = rng.choice(_PREFIXES[:-1])
+        text = ("there are " if prefix == "there is " and not text.startswith(("a ", "an ")) else prefix) + text
+    objects = a + b
+    return Scene(objects, [(rng.uniform(-1, 1), rng.uniform(-1, 1)) for _ in objects]), text
+
+
 def relation_holds(a: ShapeObject | dict, rel: str, b: ShapeObject | dict) -> bool:
     """Relations compare grid cells: "above" means a strictly smaller row, "left of" a smaller column."""
     ar, ac = (a["row"], a["col"]) if isinstance(a, dict) else (a.row, a.col)

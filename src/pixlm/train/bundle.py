@@ -72,17 +72,23 @@ def parse_phases(text: str) -> list[tuple[int, int]]:
     return phases
 
 
-def _generator(work: Path, tokenizer: Path, phases: list[tuple[int, int]], pool: int) -> Path:
+def _generator(work: Path, tokenizer: Path, phases: list[tuple[int, int]], pool: int, loose_pool: int = 0,
+               loose_from: int = 0, relation_pool: int = 0, relation_from: int = 0) -> Path:
+    """Run the phases in order; those starting at or after step ``loose_from`` add ``loose_pool`` informal prompts
+    to the pool, those from ``relation_from`` on also ``relation_pool`` group-relation scenes."""
     from pixlm.train.common import complete_checkpoints
     from pixlm.train.generator import GeneratorTrainConfig, train_generator
 
     out = work / "generator"
+    start = 0
     for steps, stop in phases:
         done = complete_checkpoints(out)
-        if done and int(done[-1].name.split("-")[1]) >= stop:
-            continue  # this phase finished earlier
-        train_generator(GeneratorTrainConfig(out=str(out), tokenizer=str(tokenizer), steps=steps, pool=pool,
-                                             resume=True, stop_at=stop))
+        if not (done and int(done[-1].name.split("-")[1]) >= stop):  # else this phase finished earlier
+            train_generator(GeneratorTrainConfig(out=str(out), tokenizer=str(tokenizer), steps=steps, pool=pool,
+                                                 loose_pool=loose_pool if start >= loose_from else 0,
+                                                 relation_pool=relation_pool if start >= relation_from else 0,
+                                                 resume=True, stop_at=stop))
+        start = stop
     return out / "pipeline"
 
 
@@ -129,9 +135,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--decoder-steps", type=int, default=1500)
     ap.add_argument("--decoder-checkpoint", type=int, default=0, help="use this step's checkpoint of the decoder "
                     "fine-tune instead of its end (0 = the end)")
-    ap.add_argument("--generator-steps", default="5000,15000:6250,13000",
+    ap.add_argument("--generator-steps", default="5000,15000:6250,13000,21000:13750,21000:15000,21000",
                     help="generator phases STEPS[:STOP],...: each resumes the last on a new cosine schedule")
     ap.add_argument("--pool", type=int, default=40_000)
+    ap.add_argument("--loose-pool", type=int, default=20_000, help="informal prompts added to the pool (0 = none)")
+    ap.add_argument("--loose-from", type=int, default=13_750, help="phases starting at or after this step use them")
+    ap.add_argument("--relation-pool", type=int, default=10_000, help="group-relation scenes added (0 = none)")
+    ap.add_argument("--relation-from", type=int, default=15_000, help="phases starting at or after this step use them")
     a = ap.parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)
     work = Path(a.work)
@@ -142,7 +152,8 @@ def main(argv: list[str] | None = None) -> None:
             _decoder_until(work, tok, a.decoder_steps, a.decoder_checkpoint)
     else:
         dec = _decoder(work, tok, a.decoder_steps)
-    gen = _generator(work, tok, parse_phases(a.generator_steps), a.pool)
+    gen = _generator(work, tok, parse_phases(a.generator_steps), a.pool, a.loose_pool, a.loose_from,
+                     a.relation_pool, a.relation_from)
     print(assemble(gen, dec, Path(a.out)))
 
 

@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from pixlm.checkpoint import write_json
-from pixlm.data.shapes import caption, random_scene, render, satisfies
+from pixlm.data.shapes import caption, group_relation_scene, random_scene, render, satisfies
 from pixlm.models.masked import MaskedConfig, MaskedTransformer, random_token_mask
 from pixlm.models.vq import VQModel
 from pixlm.pipeline import TextToImagePipeline
@@ -47,6 +47,8 @@ class GeneratorTrainConfig:
     data: str = ""  # an imagefolder with metadata.jsonl, tar shards (pattern, folder), or empty = shapes scenes
     shuffle_buffer: int = 1000  # shard streaming: samples held for shuffling
     pool: int = 60_000  # shapes scenes to render and pre-encode
+    loose_pool: int = 0  # also pair the first N pool scenes with an informal prompt (pixlm.data.loose)
+    relation_pool: int = 0  # add N scenes captioned by a relation between groups ("two red circles above a square")
     steps: int = 4000
     batch_size: int = 64  # per process and micro-batch
     grad_accum: int = 1  # micro-batches per optimizer step
@@ -75,7 +77,90 @@ def text_encoder_from_spec(spec: str) -> TextEncoder:
 
 
 def build_pool(cfg: GeneratorTrainConfig, vq: VQModel, text: TextEncoder, run: Path) -> dict[str, torch.Tensor]:
-    """Tokens (P, N) int16 and ragged text states (flat fp16 + offsets), cached as ``run/pool.safetensors``."""
+    """Tokens (P, N) int16 and ragged text states (flat fp16 + offsets), cached as ``run/pool.safetensors``.
+
+    ``cfg.loose_pool`` and ``cfg.relation_pool`` append extra pairs, each set cached in its own file."""
+    pool = _caption_pool(cfg, vq, text, run)
+    if cfg.loose_pool or cfg.relation_pool:
+        if cfg.data:
+            raise ValueError(f"loose_pool/relation_pool need the built-in shapes pool, not data={cfg.data!r}")
+    if cfg.loose_pool:
+        pool = _append(pool, loose_pairs(cfg, text, run, pool["tokens"]))
+    if cfg.relation_pool:
+        pool = _append(pool, relation_pairs(cfg, vq, text, run))
+    return pool
+
+
+def _encode_texts(text: TextEncoder, prompts: list[str], desc: str) -> dict[str, torch.Tensor]:
+    """Ragged fp16 text states of ``prompts``: their concatenation and the running offsets into it."""
+    flat, offsets = [], [0]
+    for i in tqdm(range(0, len(prompts), 256), desc=desc):
+        states, mask = text.encode(prompts[i:i + 256], use_cache=False)
+        for s, m in zip(states, mask):
+            flat.append(s[m].half())
+            offsets.append(offsets[-1] + int(m.sum()))
+    return {"text": torch.cat(flat), "offsets": torch.tensor(offsets)}
+
+
+def _encode_scenes(vq: VQModel, scenes: list, desc: str) -> torch.Tensor:
+    """(P, N) int16 tokens of the rendered scenes."""
+    tokens = []
+    for i in tqdm(range(0, len(scenes), 256), desc=desc):
+        batch = images_to_tensor(np.stack([np.asarray(render(s)) for s in scenes[i:i + 256]]))
+        tokens.append(vq.encode(batch).flatten(1).to(torch.int16))
+    return torch.cat(tokens)
+
+
+def _save_atomic(tensors: dict[str, torch.Tensor], cache: Path) -> None:
+    save_file(tensors, str(cache.with_suffix(".tmp")))  # renamed into place: a crash leaves no half cache
+    os.replace(cache.with_suffix(".tmp"), cache)
+
+
+def _append(pool: dict[str, torch.Tensor], extra: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {"tokens": torch.cat([pool["tokens"], extra["tokens"]]), "text": torch.cat([pool["text"], extra["text"]]),
+            "offsets": torch.cat([pool["offsets"], extra["offsets"][1:] + pool["offsets"][-1]])}
+
+
+def loose_pairs(cfg: GeneratorTrainConfig, text: TextEncoder, run: Path, tokens: torch.Tensor) -> dict:
+    """The first ``cfg.loose_pool`` scenes of the shapes pool again, each with an informal prompt.
+
+    The prompts come from ``pixlm.data.loose`` (synonyms, numerals, dropped words, "draw me ...", typos), so the
+    generator learns to read the way people type and not only the caption grammar. The scenes' tokens are
+    reused; only the prompts are encoded (cached as ``run/pool_loose-N.safetensors``)."""
+    from pixlm.data.loose import intent_from_scene, loose
+
+    n = cfg.loose_pool
+    if not 0 < n <= cfg.pool:
+        raise ValueError(f"loose_pool={n} must be in 1..pool={cfg.pool}")
+    cache = run / f"pool_loose-{n}.safetensors"
+    if not cache.is_file():
+        rng = random.Random(cfg.seed + 777)  # the same scenes, in the same order, as _caption_pool
+        scenes = [random_scene(rng) for _ in range(cfg.pool)][:n]
+        lrng = random.Random(cfg.seed + 778)
+        prompts = [loose(intent_from_scene(s, lrng), lrng) for s in scenes]
+        _save_atomic(_encode_texts(text, prompts, "encoding loose prompts"), cache)
+        (run / f"pool_loose-{n}.txt").write_text("\n".join(prompts) + "\n")
+    return {"tokens": tokens[:n], **load_file(str(cache))}
+
+
+def relation_pairs(cfg: GeneratorTrainConfig, vq: VQModel, text: TextEncoder, run: Path) -> dict:
+    """``cfg.relation_pool`` new scenes of ``shapes.group_relation_scene`` with their captions (cached as
+    ``run/pool_relations-N.safetensors``)."""
+    n = cfg.relation_pool
+    if n < 0:
+        raise ValueError(f"relation_pool={n} must be >= 0")
+    cache = run / f"pool_relations-{n}.safetensors"
+    if not cache.is_file():
+        rng = random.Random(cfg.seed + 779)
+        scenes, captions = zip(*(group_relation_scene(rng) for _ in range(n)))
+        pairs = {"tokens": _encode_scenes(vq, list(scenes), "encoding relation scenes"),
+                 **_encode_texts(text, list(captions), "encoding relation captions")}
+        _save_atomic(pairs, cache)
+        (run / f"pool_relations-{n}.txt").write_text("\n".join(captions) + "\n")
+    return load_file(str(cache))
+
+
+def _caption_pool(cfg: GeneratorTrainConfig, vq: VQModel, text: TextEncoder, run: Path) -> dict[str, torch.Tensor]:
     cache = run / "pool.safetensors"
     if cache.is_file():
         return load_file(str(cache))
@@ -86,26 +171,15 @@ def build_pool(cfg: GeneratorTrainConfig, vq: VQModel, text: TextEncoder, run: P
         items = [folder[i] for i in range(len(folder))]
         images = torch.stack([it["image"] for it in items])
         captions = [it["text"] for it in items]
+        tokens = torch.cat([vq.encode(images[i:i + 256]).flatten(1).to(torch.int16)
+                            for i in tqdm(range(0, len(images), 256), desc="encoding pool images")])
     else:
         rng = random.Random(cfg.seed + 777)
         scenes = [random_scene(rng) for _ in range(cfg.pool)]
         captions = [caption(s, rng) for s in scenes]
-        images = None
-    tokens, flat, offsets = [], [], [0]
-    bs = 256
-    for i in tqdm(range(0, len(captions), bs), desc="encoding pool"):
-        if images is None:
-            batch = images_to_tensor(np.stack([np.asarray(render(s)) for s in scenes[i:i + bs]]))
-        else:
-            batch = images[i:i + bs]
-        tokens.append(vq.encode(batch).flatten(1).to(torch.int16))
-        states, mask = text.encode(captions[i:i + bs], use_cache=False)
-        for s, m in zip(states, mask):
-            flat.append(s[m].half())
-            offsets.append(offsets[-1] + int(m.sum()))
-    pool = {"tokens": torch.cat(tokens), "text": torch.cat(flat), "offsets": torch.tensor(offsets)}
-    save_file(pool, str(cache.with_suffix(".tmp")))  # renamed into place: a crash leaves no half cache
-    os.replace(cache.with_suffix(".tmp"), cache)
+        tokens = _encode_scenes(vq, scenes, "encoding pool images")
+    pool = {"tokens": tokens, **_encode_texts(text, captions, "encoding pool captions")}
+    _save_atomic(pool, cache)
     (run / "pool_captions.txt").write_text("\n".join(captions) + "\n")
     return pool
 
