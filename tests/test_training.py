@@ -73,7 +73,7 @@ def test_generator_training_writes_a_loadable_pipeline_and_resumes(tokenizer_run
 
 def test_generator_phases_stop_and_warm_restart(tokenizer_run: Path, tmp_path: Path) -> None:
     """The bundle recipe's phases: stop_at ends a run early; the next phase resumes on its own schedule."""
-    from pixlm.train.bundle import parse_phases
+    from pixlm.train.generator import parse_phases
 
     cfg = dict(out=str(tmp_path / "gen"), tokenizer=str(tokenizer_run / "model"), text_encoder="tiny", pool=32,
                batch_size=4, dim=16, layers=1, heads=2, log_every=1, eval_every=1000, ckpt_every=10, warmup=0)
@@ -124,7 +124,7 @@ def test_bundle_phases_add_extra_pairs_from_their_start_step(tmp_path: Path, mon
 
     seen = []
     monkeypatch.setattr(generator, "train_generator", lambda cfg: seen.append(cfg))
-    bundle._generator(tmp_path, tmp_path / "vq", bundle.parse_phases("5,10:7,10:8,10"), pool=40, loose_pool=20,
+    bundle._generator(tmp_path, tmp_path / "vq", generator.parse_phases("5,10:7,10:8,10"), pool=40, loose_pool=20,
                       loose_from=7, relation_pool=5, relation_from=8)
     assert [(c.steps, c.stop_at, c.loose_pool, c.relation_pool) for c in seen] == [
         (5, 5, 0, 0), (10, 7, 0, 0), (10, 8, 20, 0), (10, 10, 20, 5)]

@@ -52,44 +52,15 @@ def _decoder_until(work: Path, tokenizer: Path, steps: int, stop: int) -> None:
                                          resume=True, stop_at=stop))
 
 
-def parse_phases(text: str) -> list[tuple[int, int]]:
-    """``"5000,15000:6250,13000"`` → [(5000, 5000), (15000, 6250), (13000, 13000)]: (schedule length, stop).
-
-    Each phase resumes the previous one's checkpoint on a cosine schedule of the given length (a warm restart)
-    and stops at ``stop`` (default: the schedule's end). This is how the shipped generator was trained.
-    """
-    phases, last = [], 0
-    for part in text.split(","):
-        steps, _, stop = part.strip().partition(":")
-        try:
-            phase = (int(steps), int(stop) if stop else int(steps))
-        except ValueError:
-            raise ValueError(f"--generator-steps: {part!r} is not STEPS or STEPS:STOP (whole numbers)") from None
-        if not last < phase[1] <= phase[0]:
-            raise ValueError(f"--generator-steps: phase {part!r} must stop after step {last} and within its schedule")
-        phases.append(phase)
-        last = phase[1]
-    return phases
-
-
 def _generator(work: Path, tokenizer: Path, phases: list[tuple[int, int]], pool: int, loose_pool: int = 0,
                loose_from: int = 0, relation_pool: int = 0, relation_from: int = 0) -> Path:
     """Run the phases in order; those starting at or after step ``loose_from`` add ``loose_pool`` informal prompts
     to the pool, those from ``relation_from`` on also ``relation_pool`` group-relation scenes."""
-    from pixlm.train.common import complete_checkpoints
-    from pixlm.train.generator import GeneratorTrainConfig, train_generator
+    from pixlm.train.generator import GeneratorTrainConfig, train_phases
 
-    out = work / "generator"
-    start = 0
-    for steps, stop in phases:
-        done = complete_checkpoints(out)
-        if not (done and int(done[-1].name.split("-")[1]) >= stop):  # else this phase finished earlier
-            train_generator(GeneratorTrainConfig(out=str(out), tokenizer=str(tokenizer), steps=steps, pool=pool,
-                                                 loose_pool=loose_pool if start >= loose_from else 0,
-                                                 relation_pool=relation_pool if start >= relation_from else 0,
-                                                 resume=True, stop_at=stop))
-        start = stop
-    return out / "pipeline"
+    cfg = GeneratorTrainConfig(out=str(work / "generator"), tokenizer=str(tokenizer), pool=pool)
+    return train_phases(cfg, phases, lambda start: {"loose_pool": loose_pool if start >= loose_from else 0,
+                                                    "relation_pool": relation_pool if start >= relation_from else 0})
 
 
 # Chosen by `python benchmarks/tune_sampling.py --per-category 30` on 111 tuning prompts drawn with seed 1 (none in
@@ -143,6 +114,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--relation-pool", type=int, default=10_000, help="group-relation scenes added (0 = none)")
     ap.add_argument("--relation-from", type=int, default=15_000, help="phases starting at or after this step use them")
     a = ap.parse_args(argv)
+    from pixlm.train.generator import parse_phases
+
     torch.set_num_threads(os.cpu_count() or 1)
     work = Path(a.work)
     tok = _tokenizer(work, a.tokenizer_steps)

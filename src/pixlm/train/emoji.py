@@ -11,10 +11,10 @@ on. Evaluate with ``python benchmarks/emoji.py --model WORK/pipeline --data WORK
 WORK/clip_score/model``. The shipped model and scorer were written by ``--out src/pixlm/assets/emoji-masked
 --scorer-out src/pixlm/assets/emoji-clip``.
 
-The defaults are the shipped model's run (tokenizer 300 steps; generator stopped at step 400 of a 500-step
-schedule; scorer 200 steps: what a shared 2-core CPU allowed in half an hour). The tokenizer trainer draws shapes scenes; here its batch function is pointed at
-the emoji pictures for the duration of stage 2 (random pictures, mirrored half of the time; batches a function
-of (seed, step) as before).
+The defaults are the shipped model's run: tokenizer 300 steps; generator a 500-step schedule stopped at step 400,
+then resumed on a 2000-step one up to step 1600; scorer 200 steps (what a shared 2-core CPU allowed). The
+tokenizer trainer draws shapes scenes; here its batch function is pointed at the emoji pictures for the
+duration of stage 2 (random pictures, mirrored half of the time; batches a function of (seed, step) as before).
 """
 
 from __future__ import annotations
@@ -41,8 +41,7 @@ class EmojiRecipeConfig:
     seed: int = 0
     tokenizer_steps: int = 300
     tokenizer_batch: int = 24
-    generator_steps: int = 500
-    generator_stop_at: int = 400  # stop the generator here (its LR schedule still spans generator_steps); 0 = off
+    generator_phases: str = "500:400,2000:1600"  # STEPS[:STOP],...: cosine schedules, each resuming the last
     generator_batch: int = 64
     generator_dim: int = 192
     generator_layers: int = 4
@@ -104,18 +103,15 @@ def stage_tokenizer(cfg: EmojiRecipeConfig, data: Path) -> Path:
 
 
 def stage_generator(cfg: EmojiRecipeConfig, data: Path, tokenizer: Path) -> Path:
-    from pixlm.train.generator import GeneratorTrainConfig, train_generator
+    from pixlm.train.generator import GeneratorTrainConfig, parse_phases, train_phases
 
-    out = Path(cfg.work) / "generator"
-    if not (out / "pipeline" / ".complete").exists():
-        # eval_every = steps: the trainer's built-in quick check draws shapes prompts, meaningless here; it runs
-        # once at the end. The emoji evaluation is benchmarks/emoji.py.
-        train_generator(GeneratorTrainConfig(out=str(out), tokenizer=str(tokenizer), data=str(data / "train"),
-                                             steps=cfg.generator_steps, batch_size=cfg.generator_batch,
+    phases = parse_phases(cfg.generator_phases)
+    # eval_every past the end: the trainer's built-in quick check draws shapes prompts, meaningless here; it runs
+    # once at the end of each phase. The emoji evaluation is benchmarks/emoji.py.
+    return train_phases(GeneratorTrainConfig(out=str(Path(cfg.work) / "generator"), tokenizer=str(tokenizer),
+                                             data=str(data / "train"), batch_size=cfg.generator_batch,
                                              dim=cfg.generator_dim, layers=cfg.generator_layers, seed=cfg.seed,
-                                             eval_every=cfg.generator_steps, ckpt_every=200, resume=True,
-                                             stop_at=cfg.generator_stop_at))
-    return out / "pipeline"
+                                             eval_every=max(s for s, _ in phases) + 1, ckpt_every=200), phases)
 
 
 def stage_scorer(cfg: EmojiRecipeConfig, data: Path) -> Path:

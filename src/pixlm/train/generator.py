@@ -19,8 +19,9 @@ import copy
 import os
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -68,6 +69,42 @@ class GeneratorTrainConfig:
     ckpt_every: int = 250
     resume: bool = False
     stop_at: int = 0  # stop after this step (0 = run to ``steps``); the LR schedule still spans ``steps``
+
+
+def parse_phases(text: str) -> list[tuple[int, int]]:
+    """``"5000,15000:6250,13000"`` → [(5000, 5000), (15000, 6250), (13000, 13000)]: (schedule length, stop).
+
+    Each phase resumes the previous one's checkpoint on a cosine schedule of the given length (a warm restart)
+    and stops at ``stop`` (default: the schedule's end). This is how the shipped generator was trained.
+    """
+    phases, last = [], 0
+    for part in text.split(","):
+        steps, _, stop = part.strip().partition(":")
+        try:
+            phase = (int(steps), int(stop) if stop else int(steps))
+        except ValueError:
+            raise ValueError(f"phases: {part!r} is not STEPS or STEPS:STOP (whole numbers)") from None
+        if not last < phase[1] <= phase[0]:
+            raise ValueError(f"phases: phase {part!r} must stop after step {last} and within its schedule")
+        phases.append(phase)
+        last = phase[1]
+    return phases
+
+
+def train_phases(cfg: GeneratorTrainConfig, phases: list[tuple[int, int]],
+                 overrides: Callable[[int], dict[str, Any]] = lambda start: {}) -> Path:
+    """Train ``phases`` [(schedule length, stop), ...] in order, each resuming the last on its own cosine schedule
+    (a warm restart). A phase that a complete checkpoint already reached is skipped; ``overrides(start step)``
+    gives a phase's other settings (e.g. pool extras). Returns the pipeline folder."""
+    from pixlm.train.common import complete_checkpoints
+
+    start = 0
+    for steps, stop in phases:
+        done = complete_checkpoints(Path(cfg.out))
+        if not (done and int(done[-1].name.split("-")[1]) >= stop):
+            train_generator(replace(cfg, steps=steps, stop_at=stop, resume=True, **overrides(start)))
+        start = stop
+    return Path(cfg.out) / "pipeline"
 
 
 def text_encoder_from_spec(spec: str) -> TextEncoder:
