@@ -8,10 +8,12 @@ is assembled with the fine-tuned decoder and written in float16. Each stage uses
 two single-threaded stages side by side ran ~3× slower per step than one stage with both cores.
 
 The shipped model: tokenizer 1000 steps (31.8 dB), decoder fine-tune stopped at its step-800 checkpoint of the
-1500-step schedule (33.8 dB; pass ``--decoder-checkpoint 800`` to reproduce), generator 13,000 steps of batch 64 in
-three phases (``--generator-steps 5000,15000:6250,13000``: a 5000-step cosine schedule, then resumed on a
-15000-step one up to step 6250, then on a 13000-step one to its end; the plan was shortened mid-run to fit the
-session's CPU time).
+1500-step schedule (33.8 dB; pass ``--decoder-checkpoint 800`` to reproduce), generator 21,000 steps of batch 64 in
+the default ``--generator-steps`` phases: a 5000-step cosine schedule, resumed on a 15000-step one up to step 6250,
+on a 13000-step one to its end, then on a 21000-step one (split at 13750 and 15000 only because the pool grew
+there). From step 13,750 the pool also pairs 20,000 of its scenes with informal prompts (``--loose-pool``), from
+step 15,000 it adds 10,000 scenes captioned by a relation between groups (``--relation-pool``). The plan changed
+between sessions to fit the CPU time each had; the defaults replay what was run.
 """
 
 from __future__ import annotations
