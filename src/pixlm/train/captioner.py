@@ -6,11 +6,12 @@ caption (control token ``<detailed>``), otherwise a fresh varied caption from ``
 Batches are a pure function of (seed, step), so a resumed run sees what the interrupted one would have seen.
 
 One command trains it and ships it inside a model folder (float16). The shipped captioner ran the 1500-step
-schedule, then was resumed on a 3000-step and then a 6000-step one (warm restarts); this reproduces it::
+schedule, then was resumed on 3000-, 6000- and 9000-step ones (warm restarts); this reproduces it::
 
     python -m pixlm.train.captioner --tokenizer runs/tokenizer/model --out runs/captioner && \\
     python -m pixlm.train.captioner --tokenizer runs/tokenizer/model --out runs/captioner --resume --steps 3000 && \\
-    python -m pixlm.train.captioner --tokenizer runs/tokenizer/model --out runs/captioner --resume --steps 6000 \\
+    python -m pixlm.train.captioner --tokenizer runs/tokenizer/model --out runs/captioner --resume --steps 6000 && \\
+    python -m pixlm.train.captioner --tokenizer runs/tokenizer/model --out runs/captioner --resume --steps 9000 \\
         --attach src/pixlm/assets/shapes-masked
 """
 
