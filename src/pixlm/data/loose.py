@@ -28,6 +28,7 @@ from pixlm.data.shapes import (
     _PREFIXES,
     _SYNONYMS,
     COLORS,
+    INVERSE_RELATION,
     NUMBER_WORDS,
     POSITIONS,
     RELATION_WORDS,
@@ -39,7 +40,6 @@ from pixlm.data.shapes import (
     relation_holds,
 )
 
-INVERSE = {"above": "below", "below": "above", "left of": "right of", "right of": "left of"}
 BENCHMARK_SEED = 20_261_128  # the default seed of the held-out loose-prompt set (never a training step RNG)
 
 
@@ -433,7 +433,7 @@ def spec_implies(spec: dict[str, Any], want: dict[str, Any]) -> bool:
     if len(need) > 8:
         raise ValueError(f"spec_implies compares at most 8 objects, got {len(need)}")
     rels = {tuple(r) for r in spec.get("relations", [])}
-    rels |= {(j, INVERSE[r], i) for i, r, j in spec.get("relations", [])}
+    rels |= {(j, INVERSE_RELATION[r], i) for i, r, j in spec.get("relations", [])}
     for perm in permutations(range(len(have))):
         if not all(all(have[perm[i]].get(k) == v for k, v in w.items()) for i, w in enumerate(need)):
             continue

@@ -18,7 +18,7 @@ import random
 from pathlib import Path
 from typing import Any, Callable
 
-from pixlm.data.shapes import COLORS, SHAPES, SIZES
+from pixlm.data.shapes import COLORS, INVERSE_RELATION, SHAPES, SIZES
 
 CATEGORY = "paraphrase"
 KINDS = ("single_object", "position", "two_objects", "counting", "color_attribution", "relation")
@@ -129,7 +129,6 @@ def _color_attribution(rng: random.Random) -> tuple[str, dict]:
     return rng.choice(forms), _spec([{"shape": a, "color": ca}, {"shape": b, "color": cb}])
 
 
-_INVERSE = {"above": "below", "below": "above", "left of": "right of", "right of": "left of"}
 
 
 def _relation(rng: random.Random) -> tuple[str, dict]:
@@ -137,7 +136,7 @@ def _relation(rng: random.Random) -> tuple[str, dict]:
     rel = rng.choice(list(RELATION_WORDS))
     na, nb = _noun(rng, a), _noun(rng, b)
     spec = _spec([{"shape": a, "color": ca}, {"shape": b, "color": cb}], [[0, rel, 1]])
-    word, inverse = rng.choice(RELATION_WORDS[rel]), rng.choice(RELATION_WORDS[_INVERSE[rel]])
+    word, inverse = rng.choice(RELATION_WORDS[rel]), rng.choice(RELATION_WORDS[INVERSE_RELATION[rel]])
     forms = [
         f"{_a(ca)} {na} {word} {_a(cb)} {nb}",
         f"{_a(cb)} {nb} with {_a(ca)} {na} {word} it",

@@ -117,10 +117,9 @@ def build_pool(cfg: GeneratorTrainConfig, vq: VQModel, text: TextEncoder, run: P
     """Tokens (P, N) int16 and ragged text states (flat fp16 + offsets), cached as ``run/pool.safetensors``.
 
     ``cfg.loose_pool`` and ``cfg.relation_pool`` append extra pairs, each set cached in its own file."""
+    if (cfg.loose_pool or cfg.relation_pool) and cfg.data:
+        raise ValueError(f"loose_pool/relation_pool need the built-in shapes pool, not data={cfg.data!r}")
     pool = _caption_pool(cfg, vq, text, run)
-    if cfg.loose_pool or cfg.relation_pool:
-        if cfg.data:
-            raise ValueError(f"loose_pool/relation_pool need the built-in shapes pool, not data={cfg.data!r}")
     if cfg.loose_pool:
         pool = _append(pool, loose_pairs(cfg, text, run, pool["tokens"]))
     if cfg.relation_pool:
@@ -171,8 +170,8 @@ def loose_pairs(cfg: GeneratorTrainConfig, text: TextEncoder, run: Path, tokens:
         raise ValueError(f"loose_pool={n} must be in 1..pool={cfg.pool}")
     cache = run / f"pool_loose-{n}.safetensors"
     if not cache.is_file():
-        rng = random.Random(cfg.seed + 777)  # the same scenes, in the same order, as _caption_pool
-        scenes = [random_scene(rng) for _ in range(cfg.pool)][:n]
+        rng = random.Random(cfg.seed + 777)  # _caption_pool's first n scenes (it draws all scenes before captions)
+        scenes = [random_scene(rng) for _ in range(n)]
         lrng = random.Random(cfg.seed + 778)
         prompts = [loose(intent_from_scene(s, lrng), lrng) for s in scenes]
         _save_atomic(_encode_texts(text, prompts, "encoding loose prompts"), cache)
