@@ -26,6 +26,7 @@ def main() -> None:
     ap.add_argument("--guidance", default="2,3,5")
     ap.add_argument("--temperature", default="0.6,1.0")
     ap.add_argument("--choice-temperature", default="1,4.5")
+    ap.add_argument("--revise-margin", default="none", help="comma list; 'none' = committed tokens never re-masked")
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--tune-seed", type=int, default=1, help="seed of the tuning prompts (the dev set is seed 0)")
     ap.add_argument("--images-per-prompt", type=int, default=2)
@@ -45,10 +46,11 @@ def main() -> None:
     prompts = [r["prompt"] for r in rows]
     print(f"{len(rows)} images over {len(set(prompts))} tuning prompts (none in the dev set)")
     results = []
+    margins = [None if x == "none" else float(x) for x in a.revise_margin.split(",")]
     grid = itertools.product(*[[float(x) for x in s.split(",")] for s in (a.guidance, a.temperature,
-                                                                           a.choice_temperature)])
-    for g, t, ct in grid:
-        pipe.defaults.update(temperature=t, choice_temperature=ct)
+                                                                           a.choice_temperature)], margins)
+    for g, t, ct, rm in grid:
+        pipe.defaults.update(temperature=t, choice_temperature=ct, revise_margin=rm)
         t0 = time.perf_counter()
         images = pipe(prompts, num_inference_steps=a.steps, guidance_scale=g, seed=0)
         secs = time.perf_counter() - t0
@@ -57,7 +59,8 @@ def main() -> None:
         by_cat: dict[str, list[bool]] = {}
         for ok, r in zip(oks, rows):
             by_cat.setdefault(r["category"], []).append(ok)
-        res = {"guidance_scale": g, "temperature": t, "choice_temperature": ct, "accuracy": sum(oks) / len(oks),
+        res = {"guidance_scale": g, "temperature": t, "choice_temperature": ct, "revise_margin": rm,
+               "accuracy": sum(oks) / len(oks),
                "n": len(oks), "seconds": round(secs, 1),
                "categories": {c: round(sum(v) / len(v), 3) for c, v in by_cat.items()}}
         results.append(res)

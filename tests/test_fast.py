@@ -266,3 +266,13 @@ def test_speed_script_helpers():
         logits = bare(torch.full((2, 64), 64), bare.text_proj(torch.randn(2, 5, 16)))
     assert logits.shape == (2, 64, 64)
     assert speed.count_flops(lambda: bare(torch.full((1, 64), 64), torch.randn(1, 5, 32)))["total"] > 0
+
+
+def test_fixed_loop_equals_reference_when_greedy_with_revision():
+    """Re-masking committed tokens follows one rule (``commit_step``) in both loops."""
+    ref, fast = tiny_pipeline(), optimize(tiny_pipeline(), fixed_loop=True)
+    for p in (ref, fast):
+        p.defaults.update(choice_temperature=0.0, revise_margin=1.0)
+    a, b = _gen(ref, temperature=0.0), _gen(fast, temperature=0.0)
+    assert torch.equal(a.tokens, b.tokens)
+    assert int(a.tokens.max()) < ref.generator.config.vocab_size  # every token committed at the end

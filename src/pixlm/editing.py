@@ -45,7 +45,7 @@ from pixlm.pipeline import (
     make_generator,
     tokens_to_images,
 )
-from pixlm.sampling.maskgit import MaskGITSampler
+from pixlm.sampling.registry import make_sampler
 
 MODES = ("inpaint", "outpaint", "variation", "instruct")
 ALPHA_THRESHOLD = 128  # alpha below this = transparent = repaint
@@ -171,7 +171,7 @@ def resample_tokens(pipe: TextToImagePipeline, init: torch.Tensor, keep: torch.T
         raise ValueError(f"init {tuple(init.shape)}, keep {tuple(keep.shape)} and {len(rows)} prompts do not match")
     with torch.inference_mode():
         cond, uncond = pipe.text_conditioning(rows, negatives, scale)
-        sampler = MaskGITSampler(steps, scale, pipe.defaults["temperature"], pipe.defaults["choice_temperature"])
+        sampler = make_sampler("masked", steps, scale, pipe.defaults["temperature"], pipe.defaults)
         try:
             out = sampler.sample(pipe.generator, cond, uncond, len(rows), generator=generator, callback=callback,
                                  init_tokens=init.to(pipe.device), keep=keep.to(pipe.device))

@@ -39,6 +39,9 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 
+from pixlm.sampling.cfg import concat_prepared
+from pixlm.sampling.maskgit import commit_step
+
 TEXT_BUCKET = 16  # fixed-loop text lengths are padded up to a multiple of this (fewer graphs / compilations)
 
 
@@ -46,16 +49,16 @@ TEXT_BUCKET = 16  # fixed-loop text lengths are padded up to a multiple of this 
 def fixed_maskgit_loop(model: Callable[..., torch.Tensor], prepared: dict, tokens: torch.Tensor,
                        u_token: torch.Tensor, u_choice: torch.Tensor, *, mask_id: int, steps: int,
                        guidance_scale: float, use_cfg: bool, temperature: float,
-                       choice_temperature: float) -> torch.Tensor:
+                       choice_temperature: float, revise_margin: float | None = None) -> torch.Tensor:
     """MaskGIT decoding with fixed shapes and no host syncs: (B, N) start tokens → (B, N) tokens.
 
     ``prepared`` is ``model.prepare_text`` output (conditional rows then unconditional ones when
     ``use_cfg``); ``u_token`` and ``u_choice`` are (steps, B, N) uniforms in (0, 1) that replace the
-    sampler's random draws. Schedule, guidance, temperatures and the commit rule follow ``MaskGITSampler``.
+    sampler's random draws. Schedule, guidance, temperatures and the commit rule (``commit_step``) follow
+    ``MaskGITSampler``.
     """
     to_fill = (tokens == mask_id).sum(1).float()  # (B,)
     for i in range(steps):
-        masked = tokens == mask_id  # (B, N)
         x = torch.cat([tokens, tokens]) if use_cfg else tokens
         logits = model(x, prepared=prepared).float()  # (B or 2B, N, V)
         if use_cfg:
@@ -65,16 +68,10 @@ def fixed_maskgit_loop(model: Callable[..., torch.Tensor], prepared: dict, token
         cdf = probs.cumsum(-1)
         target = (u_token[i] * cdf[..., -1]).unsqueeze(-1)  # (B, N, 1), scaled so rounding cannot overrun
         sampled = torch.searchsorted(cdf, target).squeeze(-1).clamp_max(probs.shape[-1] - 1)  # (B, N)
-        conf = torch.log(torch.gather(probs, -1, sampled[..., None]).squeeze(-1).clamp_min(1e-20))
-        if choice_temperature > 0:
-            gumbel = -torch.log(-torch.log(u_choice[i]))
-            conf = conf + choice_temperature * (1 - (i + 1) / steps) * gumbel
-        conf = conf.masked_fill(~masked, float("inf"))  # committed tokens are never re-masked
-        tokens = torch.where(masked, sampled, tokens)
-        if i < steps - 1:
-            n_next = (to_fill * math.cos(math.pi / 2 * (i + 1) / steps)).floor().long()  # (B,)
-            ranks = conf.argsort(dim=1).argsort(dim=1)  # 0 = least confident
-            tokens = tokens.masked_fill(ranks < n_next[:, None], mask_id)
+        gumbel = -torch.log(-torch.log(u_choice[i])) if choice_temperature > 0 else None
+        n_next = (to_fill * math.cos(math.pi / 2 * (i + 1) / steps)).floor().long()  # (B,)
+        tokens = commit_step(tokens, sampled, probs, gumbel, i, steps, n_next, mask_id=mask_id,
+                             choice_temperature=choice_temperature, revise_margin=revise_margin)
     return tokens
 
 
@@ -160,12 +157,7 @@ class FastGenerator(nn.Module):
         cfg = self.config
         device = self.pos_emb.device
         use_cfg = uncond is not None and sampler.guidance_scale != 1.0
-        if use_cfg:
-            from pixlm.sampling.maskgit import _concat_prepared
-
-            prepared = _concat_prepared(cond, uncond)
-        else:
-            prepared = cond
+        prepared = concat_prepared(cond, uncond) if use_cfg else cond
         t = prepared["mask"].shape[1]
         prepared = pad_prepared(prepared, -(-t // TEXT_BUCKET) * TEXT_BUCKET)
         steps, n = sampler.num_inference_steps, cfg.num_tokens
@@ -173,7 +165,8 @@ class FastGenerator(nn.Module):
         tokens = torch.full((batch, n), cfg.mask_id, dtype=torch.long, device=device)
         args = (prepared, tokens, u_tok.to(device, non_blocking=True), u_choice.to(device, non_blocking=True))
         opts = dict(mask_id=cfg.mask_id, steps=steps, guidance_scale=float(sampler.guidance_scale), use_cfg=use_cfg,
-                    temperature=float(sampler.temperature), choice_temperature=float(sampler.choice_temperature))
+                    temperature=float(sampler.temperature), choice_temperature=float(sampler.choice_temperature),
+                    revise_margin=sampler.revise_margin)
         key = (batch, prepared["mask"].shape[1], tuple(sorted(opts.items())))
         if self.cuda_graphs:
             return self._graph(key, args, opts)

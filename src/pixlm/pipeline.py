@@ -115,7 +115,7 @@ class TextToImagePipeline:
         self.text_encoder = text_encoder
         self.generator = generator.eval()
         self.defaults = {"num_inference_steps": 8, "guidance_scale": 3.0, "temperature": 1.0,
-                         "choice_temperature": 4.5, **(defaults or {})}
+                         "choice_temperature": 4.5, "revise_margin": None, **(defaults or {})}
         self.device = torch.device(device)
         self.expander = None  # a pixlm.text.expander.Expander, loaded lazily from expander_path by expand=True
         self.expander_path: Path | None = None

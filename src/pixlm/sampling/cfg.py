@@ -17,18 +17,19 @@ def _pad_to(x: torch.Tensor, dim: int, length: int) -> torch.Tensor:
 def concat_prepared(a: dict, b: dict) -> dict:
     """Stack two ``prepare_text`` results along the batch (``a``'s rows first), zero-padding the text length.
 
-    Understands the keys the generators produce: ``mask`` (B, T), ``states`` (B, T, D), ``kv`` (a list of
-    per-layer (k, v), each (B, H, T, Dh)) and ``pooled`` (B, D). Padded text positions are masked out.
+    Understands the keys the generators produce: ``mask`` (B, T), ``states`` or ``prefix`` (B, T, D), ``kv``
+    (a list of per-layer (k, v), each (B, H, T, Dh)) and ``pooled`` (B, D). Padded text positions are masked out.
     """
-    unknown = (set(a) | set(b)) - {"mask", "states", "kv", "pooled"}
+    unknown = (set(a) | set(b)) - {"mask", "states", "prefix", "kv", "pooled"}
     if unknown or set(a) != set(b):
         raise ValueError(f"cannot stack prepared text with keys {sorted(a)} and {sorted(b)}")
     out: dict = {}
     t = max(a["mask"].shape[1], b["mask"].shape[1]) if "mask" in a else 0
     if "mask" in a:
         out["mask"] = torch.cat([_pad_to(a["mask"], 1, t), _pad_to(b["mask"], 1, t)])
-    if "states" in a:
-        out["states"] = torch.cat([_pad_to(a["states"], 1, t), _pad_to(b["states"], 1, t)])
+    for key in ("states", "prefix"):
+        if key in a:
+            out[key] = torch.cat([_pad_to(a[key], 1, t), _pad_to(b[key], 1, t)])
     if "kv" in a:
         out["kv"] = [(torch.cat([_pad_to(ka, 2, t), _pad_to(kb, 2, t)]),
                       torch.cat([_pad_to(va, 2, t), _pad_to(vb, 2, t)]))

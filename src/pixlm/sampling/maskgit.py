@@ -2,6 +2,7 @@
 
 The sampler owns the loop (steps, schedule, temperature, guidance, randomness); the network only maps
 (tokens, text) → logits. Conditional and unconditional rows run in one batched forward for CFG.
+``commit_step`` is the commit rule, shared with the fixed-shape loop in :mod:`pixlm.fast`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Callable
 
 import torch
 
+from pixlm.sampling.cfg import concat_prepared
+
 StepCallback = Callable[[int, int, torch.Tensor], None]  # (step, total_steps, tokens (B, N); mask_id = masked)
 
 
@@ -21,6 +24,7 @@ class MaskGITSampler:
     guidance_scale: float = 3.0
     temperature: float = 1.0  # softmax temperature for sampling token values
     choice_temperature: float = 4.5  # Gumbel noise on confidences, annealed to 0 (MaskGIT)
+    revise_margin: float | None = None  # None: committed tokens stay (MaskGIT); a number: see ``commit_step``
 
     def schedule(self, num_tokens: int) -> list[int]:
         """How many tokens are still masked after each step (cosine schedule, ends at 0)."""
@@ -45,57 +49,60 @@ class MaskGITSampler:
         if init_tokens is not None:
             keep = keep if keep is not None else torch.zeros_like(init_tokens, dtype=torch.bool)
             tokens = torch.where(keep, init_tokens, tokens)
+        frozen = tokens != mask_id  # given by the caller: never re-masked
         use_cfg = uncond is not None and self.guidance_scale != 1.0
-        both = _concat_prepared(cond, uncond) if use_cfg else cond
-        to_fill = (tokens == mask_id).sum(1)  # (B,) tokens this call must decode
+        both = concat_prepared(cond, uncond) if use_cfg else cond
+        to_fill = (~frozen).sum(1)  # (B,) tokens this call must decode
         steps = self.num_inference_steps
         for i in range(steps):
-            masked = tokens == mask_id  # (B, N)
-            if not masked.any():
+            if not bool((tokens == mask_id).any()):
                 break
             x = torch.cat([tokens, tokens]) if use_cfg else tokens
             logits = model(x, prepared=both).float()  # (B or 2B, N, V)
             if use_cfg:
                 c, u = logits.chunk(2)
                 logits = u + self.guidance_scale * (c - u)
-            logits = logits / max(self.temperature, 1e-4)
-            probs = torch.softmax(logits, dim=-1)
+            probs = torch.softmax(logits / max(self.temperature, 1e-4), dim=-1)
             sampled = torch.multinomial(probs.view(-1, probs.shape[-1]), 1, generator=generator).view(batch, n)
-            conf = torch.log(torch.gather(probs, -1, sampled[..., None]).squeeze(-1).clamp_min(1e-20))
-            ratio = math.cos(math.pi / 2 * (i + 1) / steps)
+            gumbel = None
             if self.choice_temperature > 0:
-                u01 = torch.rand(conf.shape, generator=generator, device=device).clamp(1e-20, 1 - 1e-7)
-                conf = conf + self.choice_temperature * (1 - (i + 1) / steps) * -torch.log(-torch.log(u01))
-            conf = conf.masked_fill(~masked, float("inf"))  # committed tokens are never re-masked
-            tokens = torch.where(masked, sampled, tokens)
-            n_next = (to_fill.float() * ratio).floor().long()  # (B,) still masked after this step
-            if i < steps - 1 and bool((n_next > 0).any()):
-                order = conf.argsort(dim=1)  # least confident first
-                ranks = order.argsort(dim=1)
-                tokens = tokens.masked_fill(ranks < n_next[:, None], mask_id)
+                u01 = torch.rand(sampled.shape, generator=generator, device=device).clamp(1e-20, 1 - 1e-7)
+                gumbel = -torch.log(-torch.log(u01))
+            n_next = (to_fill.float() * math.cos(math.pi / 2 * (i + 1) / steps)).floor().long()  # (B,)
+            tokens = commit_step(tokens, sampled, probs, gumbel, i, steps, n_next, mask_id=mask_id,
+                                 choice_temperature=self.choice_temperature, revise_margin=self.revise_margin,
+                                 frozen=frozen)
             if callback is not None:
                 callback(i, steps, tokens)
         return tokens
 
 
-def _concat_prepared(a: dict, b: dict) -> dict:
-    """Stack two ``prepare_text`` results along the batch (conditional rows first), padding text length."""
-    out: dict = {}
-    ma, mb = a["mask"], b["mask"]
-    t = max(ma.shape[1], mb.shape[1])
+def commit_step(tokens: torch.Tensor, sampled: torch.Tensor, probs: torch.Tensor, gumbel: torch.Tensor | None,
+                step: int, steps: int, n_next: torch.Tensor, *, mask_id: int, choice_temperature: float,
+                revise_margin: float | None, frozen: torch.Tensor | None = None) -> torch.Tensor:
+    """Fill the masked positions of ``tokens`` (B, N) with ``sampled``, then re-mask the ``n_next`` (B,)
+    least confident positions (none after the last step).
 
-    def pad(x: torch.Tensor, dim: int) -> torch.Tensor:
-        extra = t - x.shape[dim]
-        if extra == 0:
-            return x
-        shape = list(x.shape)
-        shape[dim] = extra
-        return torch.cat([x, x.new_zeros(shape)], dim=dim)
-
-    out["mask"] = torch.cat([pad(ma, 1), pad(mb, 1)])
-    if "kv" in a:
-        out["kv"] = [(torch.cat([pad(ka, 2), pad(kb, 2)]), torch.cat([pad(va, 2), pad(vb, 2)]))
-                     for (ka, va), (kb, vb) in zip(a["kv"], b["kv"])]
+    Confidence is the log-probability of a position's token under this step's ``probs`` (B, N, V), plus
+    Gumbel noise scaled by ``choice_temperature`` and annealed to 0 over the steps. Tokens committed at
+    earlier steps stay unless ``revise_margin`` is a number: then they compete too, at their current
+    log-probability plus the margin, so a token the model has come to doubt once its neighbours were drawn
+    is re-masked and drawn again. That lets the few parallel steps repair early choices that disagree (two
+    objects drawn with the same colour); the schedule still ends with every token committed. ``frozen``
+    positions (B, N) never move.
+    """
+    masked = tokens == mask_id
+    tokens = torch.where(masked, sampled, tokens)
+    if step >= steps - 1:
+        return tokens
+    conf = torch.log(torch.gather(probs, -1, tokens[..., None]).squeeze(-1).clamp_min(1e-20))
+    if gumbel is not None:
+        conf = conf + choice_temperature * (1 - (step + 1) / steps) * gumbel
+    if revise_margin is None:
+        conf = conf.masked_fill(~masked, float("inf"))
     else:
-        out["prefix"] = torch.cat([pad(a["prefix"], 1), pad(b["prefix"], 1)])
-    return out
+        conf = torch.where(masked, conf, conf + revise_margin)
+    if frozen is not None:
+        conf = conf.masked_fill(frozen, float("inf"))
+    ranks = conf.argsort(dim=1).argsort(dim=1)  # 0 = least confident
+    return tokens.masked_fill(ranks < n_next[:, None], mask_id)

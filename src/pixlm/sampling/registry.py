@@ -14,13 +14,14 @@ def make_sampler(kind: str, steps: int, guidance_scale: float, temperature: floa
     autoregressive generator always takes one step per token and the GAN/VAE one forward, so they ignore
     it. ``guidance_scale`` applies to masked, autoregressive and diffusion generators. ``temperature`` is
     the token softmax temperature (masked, autoregressive) or the latent noise scale (GAN, VAE). Extra
-    knobs come from the model's ``defaults``: ``choice_temperature`` (masked), ``top_k``/``top_p``
-    (autoregressive), ``scheduler`` (diffusion: "ddim" or "dpmsolver").
+    knobs come from the model's ``defaults``: ``choice_temperature`` and ``revise_margin`` (masked),
+    ``top_k``/``top_p`` (autoregressive), ``scheduler`` (diffusion: "ddim" or "dpmsolver").
     """
     if kind == "masked":
         from pixlm.sampling.maskgit import MaskGITSampler
 
-        return MaskGITSampler(steps, guidance_scale, temperature, defaults.get("choice_temperature", 4.5))
+        return MaskGITSampler(steps, guidance_scale, temperature, defaults.get("choice_temperature", 4.5),
+                              defaults.get("revise_margin"))
     if kind == "autoregressive":
         from pixlm.sampling.autoregressive import AutoregressiveSampler
 
