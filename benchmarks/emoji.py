@@ -17,12 +17,25 @@ skin-tone variants of trained emoji):
   and the tokenizer's reconstructions against them.
 
 ``--sweep`` first scores a small grid of sampling settings on 64 training names (never the test splits).
+
+``--captions`` measures the model's captioner instead (written to ``--captions-out``)::
+
+    python benchmarks/emoji.py --captions --model emoji --data runs/emoji/data --threads 1
+
+per split: corpus BLEU-4 and CIDEr of greedy captions against all of each picture's captions (with two
+yardsticks: one reference against the others, and the first caption of the nearest training picture by the
+scorer's image embedding); how often the caption's first clause is the picture's name, and its skin tone the
+picture's; text → image retrieval with the generated captions as queries next to the same with the names
+("captioner agreement": does the scorer find the picture from its caption); and for pictures generated
+from the split's names, the caption of each generated picture against its prompt (CLIP-score of the picture with
+the caption and with the prompt, BLEU-4/CIDEr against the prompt, caption → prompt retrieval by text embedding).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
@@ -83,6 +96,108 @@ def evaluate_split(pipe, scorer, images: torch.Tensor, names: list[str], train_f
     return out, gen
 
 
+def load_references(data: Path, split: str, files: list[str]) -> list[list[str]]:
+    """Every caption of each picture in ``files`` (a split has several rows per picture)."""
+    from pixlm.data.folder import ImageFolder
+
+    ds = ImageFolder(data / split)
+    by_file = {ds.rows[g[0]].file_name: [ds.rows[i].text for i in g] for g in ds.pictures()}
+    return [by_file[f] for f in files]
+
+
+def caption_images(pipe, images: torch.Tensor, batch: int = 256) -> list[str]:
+    """Greedy free captions of (B, 3, 64, 64) pictures in [-1, 1] by the pipeline's captioner."""
+    from pixlm.sampling.captioning import caption_tokens
+
+    cap = pipe.get_captioner()
+    out: list[str] = []
+    with torch.inference_mode():
+        for i in range(0, len(images), batch):
+            out += caption_tokens(cap, pipe.vq.encode(images[i:i + batch]))
+    return out
+
+
+TONE = re.compile(r"\b(medium light|medium dark|medium|light|dark) skin tone")  # longer names first
+
+
+def name_and_tone(text: str) -> tuple[str, str | None]:
+    """A caption's first clause (the emoji's name, punctuation dropped) and the skin tone it names, if any."""
+    from pixlm.models.captioner import join_words, split_words
+
+    words = join_words(split_words(text))
+    tone = TONE.search(words)
+    return words.split(",")[0].strip(), tone.group(1) if tone else None
+
+
+def name_scores(texts: list[str], names: list[str]) -> dict:
+    """Fraction of captions whose first clause is the picture's name, and of toned pictures whose tone is right."""
+    got, want = [name_and_tone(t) for t in texts], [name_and_tone(n) for n in names]
+    toned = [(g[1], w[1]) for g, w in zip(got, want) if w[1]]
+    return {"name_exact": sum(g[0] == w[0] for g, w in zip(got, want)) / len(texts),
+            "skin_tone_right": sum(a == b for a, b in toned) / len(toned) if toned else None, "n_toned": len(toned)}
+
+
+def evaluate_captions(pipe, scorer, images: torch.Tensor, names: list[str], files: list[str], refs: list[list[str]],
+                      neighbours: tuple[torch.Tensor, list[str], list[str]], seed: int, options: dict) -> dict:
+    """Captioning scores of one split (see the module docstring)."""
+    from pixlm.eval.caption_metrics import cider, corpus_bleu
+    from pixlm.eval.clip_score import clip_score, embed_images, pil_to_tensor, retrieval
+
+    t0 = time.perf_counter()
+    texts = caption_images(pipe, images)
+    ms = (time.perf_counter() - t0) * 1e3 / len(images)
+    img_emb = embed_images(scorer, images)
+    cap_emb, name_emb = scorer.embed_texts(texts), scorer.embed_texts(names)
+    train_emb, train_names, train_files = neighbours
+    sims = img_emb @ train_emb.T
+    column = {f: j for j, f in enumerate(train_files)}
+    for i, f in enumerate(files):  # the train row: a picture may not borrow its own caption
+        if f in column:
+            sims[i, column[f]] = -2.0
+    nearest = [train_names[int(j)] for j in sims.argmax(1)]
+    multi = [r for r in refs if len(r) > 1]
+    out = {"n": len(texts), "ms_per_image": ms,
+           "bleu4": corpus_bleu(texts, refs), "cider": cider(texts, refs),
+           "reference_vs_references": {"n": len(multi), "bleu4": corpus_bleu([r[0] for r in multi],
+                                                                             [r[1:] for r in multi]),
+                                       "cider": cider([r[0] for r in multi], [r[1:] for r in multi])},
+           "nearest_train_picture": {"bleu4": corpus_bleu(nearest, refs), "cider": cider(nearest, refs)},
+           "retrieval_captions": retrieval(cap_emb, img_emb), "retrieval_names": retrieval(name_emb, img_emb),
+           "clip_score_captions": clip_score(img_emb, cap_emb), "clip_score_names": clip_score(img_emb, name_emb),
+           **name_scores(texts, names), "empty_captions": sum(not t.strip() for t in texts) / len(texts),
+           "distinct_captions": len(set(texts)) / len(texts)}
+    gen_images = generate(pipe, names, seed, **options)  # same seeds as the generation scores
+    gen = pil_to_tensor(gen_images)
+    gen_texts = caption_images(pipe, gen)
+    gen_emb, gen_cap_emb = embed_images(scorer, gen), scorer.embed_texts(gen_texts)
+    out["generated"] = {"clip_score_caption": clip_score(gen_emb, gen_cap_emb),
+                        "clip_score_prompt": clip_score(gen_emb, name_emb),
+                        "bleu4_vs_prompt": corpus_bleu(gen_texts, [[n] for n in names]),
+                        "cider_vs_prompt": cider(gen_texts, [[n] for n in names]),
+                        "bleu4_vs_references": corpus_bleu(gen_texts, refs), **name_scores(gen_texts, names),
+                        "caption_to_prompt_retrieval": retrieval(gen_cap_emb, name_emb)}
+    out["examples"] = [{"name": n, "caption": t, "caption_of_generated": g}
+                       for n, t, g in list(zip(names, texts, gen_texts))[:: max(1, len(names) // 8)][:8]]
+    return out
+
+
+def captions_report(pipe, scorer, data: Path, train_n: int, seed: int, options: dict) -> dict:
+    """``--captions``: the captioner's scores on a train sample and both held-out splits."""
+    from pixlm.eval.clip_score import embed_images
+
+    cap = pipe.get_captioner()
+    all_images, all_names, all_files = load_split(data, "train")
+    neighbours = (embed_images(scorer, all_images), all_names, all_files)
+    report: dict = {"params": sum(p.numel() for p in cap.parameters()), "vocab": len(cap.config.vocab),
+                    "decoding": "greedy, free captions"}
+    for split in ("train", "test_variant", "test_emoji"):
+        images, names, files = load_split(data, split, train_n if split == "train" else 0)
+        refs = load_references(data, split, files)
+        report[split] = evaluate_captions(pipe, scorer, images, names, files, refs, neighbours, seed, options)
+        print(split, json.dumps({k: v for k, v in report[split].items() if k != "examples"}), flush=True)
+    return report
+
+
 def label_sheet(rows: list[tuple[str, list[Image.Image]]], label_w: int = 220) -> Image.Image:
     """One row per prompt: the prompt, then its pictures."""
     h = rows[0][1][0].height
@@ -110,6 +225,8 @@ def main() -> None:
     ap.add_argument("--sweep", action="store_true", help="score sampling settings on 64 training names first")
     ap.add_argument("--out", default="benchmarks/results/emoji.json")
     ap.add_argument("--sheet", default="", help="write a contact sheet of generations here (PNG)")
+    ap.add_argument("--captions", action="store_true", help="measure the model's captioner instead (see above)")
+    ap.add_argument("--captions-out", default="benchmarks/results/emoji_captions.json")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -124,6 +241,12 @@ def main() -> None:
     report: dict = {"model": str(a.model), "data": str(data), "sampling": {**pipe.defaults, **options},
                     "splits": json.loads((data / "splits.json").read_text())["counts"], "torch_threads":
                     torch.get_num_threads()}
+    if a.captions:
+        report.update(captions_report(pipe, scorer, data, a.train_n, a.seed, options))
+        Path(a.captions_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.captions_out).write_text(json.dumps(report, indent=1) + "\n")
+        print(f"wrote {a.captions_out}")
+        return
     train_images, train_names, _ = load_split(data, "train", a.train_n)
     if a.sweep:
         sweep = []

@@ -382,18 +382,23 @@ def train_captioner_cmd(
     steps: Annotated[int, typer.Option(min=1)] = 1500,
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
     pool: Annotated[int, typer.Option(min=1, help="Shapes scenes to pre-encode.")] = 12_000,
+    data: Annotated[Optional[str], typer.Option(help="Train on this imagefolder (its pictures and metadata.jsonl "
+                                                "captions) instead of shapes scenes.")] = None,
+    eval_data: Annotated[Optional[str], typer.Option(help="With --data: held-out imagefolders (comma-separated) "
+                                                     "whose loss, BLEU-4 and CIDEr are logged.")] = None,
     attach: Annotated[Optional[str], typer.Option(help="Model folder that receives it as captioner/ (float16).")] = None,
     seed: Annotated[int, typer.Option()] = 0,
     resume: Annotated[bool, typer.Option(help="Continue from the newest complete checkpoint in OUT.")] = False,
     max_minutes: Annotated[float, typer.Option(min=0, help="Stop (and still write the model) after this long; "
                                                "0 = no limit.")] = 0.0,
 ) -> None:
-    """Train the image-token captioner (free and detailed captions) on shapes scenes."""
+    """Train the image-token captioner on shapes scenes (free and detailed captions) or an imagefolder (free)."""
     from pixlm.train.captioner import CaptionerTrainConfig, train_captioner
 
     with user_errors():
         path = train_captioner(CaptionerTrainConfig(out=str(out), tokenizer=tokenizer, steps=steps,
-                                                    batch_size=batch_size, pool=pool, attach=attach or "", seed=seed,
+                                                    batch_size=batch_size, pool=pool, data=data or "",
+                                                    eval_data=eval_data or "", attach=attach or "", seed=seed,
                                                     resume=resume, max_minutes=max_minutes))
     typer.echo(str(path))
 

@@ -126,6 +126,15 @@ class ImageFolder(Dataset):
         row = self.rows[index]
         return {"image": image_to_tensor(self.load_image(index)), "text": row.text, "objects": row.objects}
 
+    def pictures(self) -> list[list[int]]:
+        """Row indices grouped by picture: one list per distinct ``file_name``, in order of first appearance.
+
+        Several rows may caption one picture (the emoji data has a name row, a keywords row, ...)."""
+        groups: dict[str, list[int]] = {}
+        for i, r in enumerate(self.rows):
+            groups.setdefault(r.file_name, []).append(i)
+        return list(groups.values())
+
     def verify(self) -> None:
         """Open every image once, so a broken file is reported now rather than mid-training."""
         for i in range(len(self)):

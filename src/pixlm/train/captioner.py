@@ -1,8 +1,16 @@
-"""Train the image-token captioner on shapes scenes encoded by the frozen tokenizer. One straight-line Accelerate loop.
+"""Train the image-token captioner on pictures encoded by the frozen tokenizer. One straight-line Accelerate loop.
 
-A pool of scenes is rendered and encoded once (cached in the run folder as ``pool.safetensors``); each step
-draws a batch from it and, per picture, a target: with probability ``detailed_fraction`` the canonical detailed
-caption (control token ``<detailed>``), otherwise a fresh varied caption from ``shapes.caption`` (``<free>``).
+Shapes scenes (the default): a pool of scenes is rendered and encoded once (cached in the run folder as
+``pool.safetensors``); each step draws a batch from it and, per picture, a target: with probability
+``detailed_fraction`` the canonical detailed caption (control token ``<detailed>``), otherwise a fresh varied
+caption from ``shapes.caption`` (``<free>``).
+
+An imagefolder (``data``, ``--data DIR``): each distinct picture is encoded once (cached the same way, its
+captions in the cache's metadata) and the vocabulary is the training captions' words; each step draws pictures
+and, per picture, one of its captions at random, always as a ``<free>`` caption (folder data has no detailed
+ones). Pictures are not mirrored: captions such as "facing right" would turn false. ``eval_data`` names
+held-out folders whose loss, BLEU-4 and CIDEr are logged next to a training sample's, to watch overfitting.
+
 Batches are a pure function of (seed, step), so a resumed run sees what the interrupted one would have seen.
 
 One command trains it and ships it inside a model folder (float16). The shipped captioner ran the 1500-step
@@ -27,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -34,10 +43,12 @@ from pixlm.checkpoint import CheckpointError, write_json
 from pixlm.data.detailed import detailed_caption, parse_detailed, same_scene
 from pixlm.data.shapes import (_PLURAL, _PREFIXES, _SYNONYMS, COLORS, NUMBER_WORDS, POSITIONS, RELATION_WORDS,
                                SHAPES, SIZES, Scene, caption, random_scene, render)
-from pixlm.models.captioner import Captioner, CaptionerConfig, build_vocab, caption_loss, pad_ids, tokenizer_fingerprint
+from pixlm.models.captioner import (PAD, Captioner, CaptionerConfig, build_vocab, caption_loss, pad_ids,
+                                    tokenizer_fingerprint)
 from pixlm.models.vq import VQModel
 from pixlm.sampling.captioning import caption_tokens
-from pixlm.train.common import LossLog, images_to_tensor, resume_from_latest, save_training_checkpoint, step_rng
+from pixlm.train.common import (LossLog, images_to_tensor, resume_from_latest, save_tensors_atomic,
+                                save_training_checkpoint, step_rng)
 from pixlm.train.tokenizer import lr_at
 
 MAX_OBJECTS = 4
@@ -47,6 +58,9 @@ MAX_OBJECTS = 4
 class CaptionerTrainConfig:
     out: str = "runs/captioner"
     tokenizer: str = "runs/tokenizer/model"
+    data: str = ""  # an imagefolder (metadata.jsonl) to train on; empty = shapes scenes
+    eval_data: str = ""  # folder data: comma-separated held-out imagefolders scored at every eval
+    vocab_min_count: int = 1  # folder data: rarer caption words map to <unk> (a smaller embedding and head)
     pool: int = 12_000  # shapes scenes rendered and encoded once
     vocab_scenes: int = 20_000  # scenes whose captions make up the vocabulary (plus every canonical/synonym word)
     steps: int = 1500
@@ -54,7 +68,7 @@ class CaptionerTrainConfig:
     lr: float = 2e-3
     warmup: int = 100
     weight_decay: float = 0.05
-    detailed_fraction: float = 0.7
+    detailed_fraction: float = 0.7  # shapes only; folder data has free captions only
     label_smoothing: float = 0.0
     ema: float = 0.998
     seed: int = 0
@@ -65,7 +79,7 @@ class CaptionerTrainConfig:
     max_length: int = 48
     log_every: int = 25
     eval_every: int = 300
-    eval_n: int = 200  # held-out scenes for the detailed-caption accuracy logged during training
+    eval_n: int = 200  # held-out scenes for the detailed accuracy (shapes), or training pictures scored (folder)
     ckpt_every: int = 200
     resume: bool = False
     max_minutes: float = 0.0  # stop early (checkpoint and model still written) after this long, pool included; 0 = off
@@ -104,12 +118,46 @@ def build_pool(cfg: CaptionerTrainConfig, vq: VQModel, run: Path) -> dict[str, t
     """Tokens (P, N) and object tables (P, 4, 5), cached as ``run/pool.safetensors``."""
     cache = run / "pool.safetensors"
     if cache.is_file():
-        return load_file(str(cache))
+        pool = load_file(str(cache))
+        if "objects" not in pool:
+            raise ValueError(f"{cache} holds an imagefolder's pictures, not shapes scenes; use a fresh run folder")
+        return pool
     rng = random.Random(cfg.seed + 999)
     scenes = [random_scene(rng) for _ in range(cfg.pool)]
     pool = {"tokens": encode_scenes(vq, scenes, desc="encoding pool"), "objects": scenes_to_array(scenes)}
     save_file(pool, str(cache))
     return pool
+
+
+def encode_folder(vq: VQModel, folder: str | Path, batch: int = 256,
+                  desc: str | None = None) -> tuple[torch.Tensor, list[list[str]]]:
+    """Each distinct picture of an imagefolder tokenized once → (P, N) int16, and every caption of each picture."""
+    from pixlm.data.folder import ImageFolder
+
+    ds = ImageFolder(folder, size=vq.config.image_size)
+    groups = ds.pictures()
+    out = []
+    for i in tqdm(range(0, len(groups), batch), desc=desc, disable=desc is None):
+        imgs = torch.stack([ds[g[0]]["image"] for g in groups[i:i + batch]])
+        with torch.no_grad():
+            out.append(vq.encode(imgs).flatten(1).to(torch.int16))
+    return torch.cat(out), [[ds.rows[j].text for j in g] for g in groups]
+
+
+def build_folder_pool(cfg: CaptionerTrainConfig, vq: VQModel, run: Path) -> tuple[torch.Tensor, list[list[str]]]:
+    """Tokens (P, N) of ``cfg.data``'s distinct pictures and their captions, cached as ``run/pool.safetensors``
+    (captions in its metadata, so tokens and captions cannot drift apart)."""
+    cache = run / "pool.safetensors"
+    if cache.is_file():
+        with safe_open(str(cache), "pt") as f:
+            meta = f.metadata() or {}
+            if "captions" not in meta:
+                raise ValueError(f"{cache} holds shapes scenes, not the pictures of {cfg.data}; use a fresh run folder")
+            return f.get_tensor("tokens"), json.loads(meta["captions"])
+    tokens, captions = encode_folder(vq, cfg.data, desc="encoding pictures")
+    save_tensors_atomic({"tokens": tokens}, cache, {"captions": json.dumps(captions, ensure_ascii=False),
+                                                    "data": str(cfg.data)})
+    return tokens, captions
 
 
 def vocabulary(seed: int = 0, n: int = 20_000) -> tuple[str, ...]:
@@ -144,6 +192,27 @@ def detailed_accuracy(model: Captioner, tokens: torch.Tensor, scenes: list[Scene
     return ok / max(1, len(scenes))
 
 
+@torch.no_grad()
+def folder_metrics(model: Captioner, tokens: torch.Tensor, captions: list[list[str]], batch: int = 256) -> dict:
+    """Teacher-forced loss over every (picture, caption) pair, and corpus BLEU-4 / CIDEr of greedy captions
+    against all of each picture's captions."""
+    from pixlm.eval.caption_metrics import cider, corpus_bleu
+
+    model.eval()
+    pairs = [(i, model.encode_text(c)) for i, cs in enumerate(captions) for c in cs]
+    loss_sum, n_words = 0.0, 0
+    for k in range(0, len(pairs), batch):
+        chunk = pairs[k:k + batch]
+        words = pad_ids([ids for _, ids in chunk])
+        n = int((words[:, 1:] != PAD).sum())
+        loss_sum += float(caption_loss(model, tokens[[i for i, _ in chunk]].long(), words)) * n
+        n_words += n
+    texts = []
+    for k in range(0, len(tokens), batch):
+        texts += caption_tokens(model, tokens[k:k + batch].long())
+    return {"loss": loss_sum / n_words, "bleu4": corpus_bleu(texts, captions), "cider": cider(texts, captions)}
+
+
 def held_out(vq: VQModel, n: int, seed: int = 424242) -> tuple[torch.Tensor, list[Scene]]:
     """Scenes from a seed the pool never uses, and their tokens."""
     rng = random.Random(seed)
@@ -165,14 +234,33 @@ def train_captioner(cfg: CaptionerTrainConfig) -> Path:
     write_json(run / "train_config.json", asdict(cfg))
     torch.manual_seed(cfg.seed)
     vq = VQModel.from_pretrained(cfg.tokenizer)
+    captions: list[list[str]] = []
+    evals: dict[str, tuple[torch.Tensor, list[list[str]]]] = {}
+    if cfg.data:
+        tokens, captions = build_folder_pool(cfg, vq, run)
+        pool = {"tokens": tokens}
+        seen = np.linspace(0, len(captions) - 1, min(cfg.eval_n, len(captions))).astype(int).tolist()
+        evals["train"] = tokens[seen], [captions[i] for i in seen]  # an even spread, to compare with held-out
+        for folder in filter(None, (f.strip() for f in cfg.eval_data.split(","))):
+            evals[Path(folder).name] = encode_folder(vq, folder)
     vocab_file = run / "vocab.json"
     if cfg.resume and vocab_file.is_file():
         vocab = tuple(json.loads(vocab_file.read_text()))
     else:
-        vocab = vocabulary(cfg.seed, cfg.vocab_scenes)
+        vocab = (build_vocab([c for cs in captions for c in cs], cfg.vocab_min_count) if cfg.data
+                 else vocabulary(cfg.seed, cfg.vocab_scenes))
         vocab_file.write_text(json.dumps(list(vocab)) + "\n")
-    pool = build_pool(cfg, vq, run)
-    eval_tokens, eval_scenes = held_out(vq, cfg.eval_n)
+    if not cfg.data:
+        pool = build_pool(cfg, vq, run)
+        eval_tokens, eval_scenes = held_out(vq, cfg.eval_n)
+
+    def evaluate(m: Captioner) -> dict:
+        """What the log's eval rows carry: detailed accuracy (shapes) or per-folder loss/BLEU-4/CIDEr."""
+        if not cfg.data:
+            return {"detailed_acc": detailed_accuracy(m, eval_tokens, eval_scenes)}
+        row = {f"{name}_{k}": v for name, (t, c) in evals.items() for k, v in folder_metrics(m, t, c).items()}
+        return {**row, "example": caption_tokens(m, evals["train"][0][:1].long())[0]}
+
     model = Captioner(CaptionerConfig(vocab=vocab, image_vocab_size=vq.vocab_size, grid=vq.config.grid, dim=cfg.dim,
                                       encoder_layers=cfg.encoder_layers, decoder_layers=cfg.decoder_layers,
                                       heads=cfg.heads, max_length=cfg.max_length,
@@ -198,8 +286,11 @@ def train_captioner(cfg: CaptionerTrainConfig) -> Path:
         rng = step_rng(cfg.seed, step)  # data order and caption wording = f(seed, step)
         idx = [rng.randrange(n_pool) for _ in range(cfg.batch_size * accelerator.num_processes)]
         idx = idx[accelerator.process_index::accelerator.num_processes]
-        rows = [training_ids(raw, array_to_scene(pool["objects"][i]), rng.random() < cfg.detailed_fraction, rng)
-                for i in idx]
+        if cfg.data:  # one of the picture's captions, drawn at random
+            rows = [raw.encode_text(rng.choice(captions[i])) for i in idx]
+        else:
+            rows = [training_ids(raw, array_to_scene(pool["objects"][i]), rng.random() < cfg.detailed_fraction, rng)
+                    for i in idx]
         words = pad_ids(rows).to(accelerator.device)
         tokens = pool["tokens"][torch.tensor(idx)].long().to(accelerator.device)
         loss = caption_loss(model, tokens, words, cfg.label_smoothing)
@@ -217,19 +308,19 @@ def train_captioner(cfg: CaptionerTrainConfig) -> Path:
         if done % cfg.log_every == 0 and accelerator.is_main_process:
             row = {"step": done, "loss": loss.item(), "lr": opt.param_groups[0]["lr"], "elapsed_s": time.time() - t0}
             if done % cfg.eval_every == 0 or done == cfg.steps:
-                row["detailed_acc"] = detailed_accuracy(ema, eval_tokens, eval_scenes)
-                row["example"] = caption_tokens(ema, eval_tokens[:1].long())[0]
+                row.update(evaluate(ema))
+                if not cfg.data:
+                    row["example"] = caption_tokens(ema, eval_tokens[:1].long())[0]
             log.append(row)
-            bar.set_postfix(loss=f"{row['loss']:.3f}", acc=row.get("detailed_acc", ""))
+            bar.set_postfix(loss=f"{row['loss']:.3f}", acc=row.get("detailed_acc", row.get("train_bleu4", "")))
         out_of_time = cfg.max_minutes > 0 and time.time() - started > 60 * cfg.max_minutes
         stop = "max_minutes" if out_of_time else "stop_after" if done == cfg.stop_after else ""
         if stop and accelerator.is_main_process:
-            log.append({"step": done, "loss": loss.item(),
-                        "stopped": f"{stop}={getattr(cfg, stop)} reached",
-                        "detailed_acc": detailed_accuracy(ema, eval_tokens, eval_scenes)})
+            log.append({"step": done, "loss": loss.item(), "stopped": f"{stop}={getattr(cfg, stop)} reached",
+                        **evaluate(ema)})
         if (done % cfg.ckpt_every == 0 or done == cfg.steps or stop) and accelerator.is_main_process:
             save_training_checkpoint(run, done, {"model": ema, "raw": raw}, opt, {"seed": cfg.seed})
-            log.plot(("loss", "detailed_acc"))
+            log.plot(("loss", *(f"{name}_loss" for name in evals)) if cfg.data else ("loss", "detailed_acc"))
         if stop:
             break
     final = run / "model"
@@ -279,7 +370,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 __all__ = ["CaptionerTrainConfig", "train_captioner", "attach_captioner", "detailed_accuracy", "encode_scenes",
-           "vocabulary", "held_out"]
+           "encode_folder", "folder_metrics", "vocabulary", "held_out"]
 
 if __name__ == "__main__":
     main()

@@ -37,6 +37,13 @@ def shapes_batch(seed: int, step: int, batch_size: int, size: int = 64) -> tuple
     return images_to_tensor(arr), caps, scenes
 
 
+def save_tensors_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    """``safetensors`` file written to a temp name and renamed into place: a crash leaves no half-written cache."""
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
 def images_to_tensor(arr: np.ndarray) -> torch.Tensor:
     """uint8 (B, H, W, 3) → float (B, 3, H, W) in [-1, 1]."""
     return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)

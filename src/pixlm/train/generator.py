@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import os
 import random
 import time
 from dataclasses import asdict, dataclass, replace
@@ -26,7 +25,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from pixlm.checkpoint import write_json
@@ -36,7 +35,7 @@ from pixlm.models.vq import VQModel
 from pixlm.pipeline import TextToImagePipeline
 from pixlm.text.encoder import TextEncoder, TextEncoderConfig, pad_states
 from pixlm.train.common import (LossLog, images_to_tensor, restore_process_state, resume_from_latest, save_grid,
-                                save_training_checkpoint)
+                                save_tensors_atomic, save_training_checkpoint)
 from pixlm.train.tokenizer import lr_at
 
 
@@ -147,11 +146,6 @@ def _encode_scenes(vq: VQModel, scenes: list, desc: str) -> torch.Tensor:
     return torch.cat(tokens)
 
 
-def _save_atomic(tensors: dict[str, torch.Tensor], cache: Path) -> None:
-    save_file(tensors, str(cache.with_suffix(".tmp")))  # renamed into place: a crash leaves no half cache
-    os.replace(cache.with_suffix(".tmp"), cache)
-
-
 def _append(pool: dict[str, torch.Tensor], extra: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {"tokens": torch.cat([pool["tokens"], extra["tokens"]]), "text": torch.cat([pool["text"], extra["text"]]),
             "offsets": torch.cat([pool["offsets"], extra["offsets"][1:] + pool["offsets"][-1]])}
@@ -174,7 +168,7 @@ def loose_pairs(cfg: GeneratorTrainConfig, text: TextEncoder, run: Path, tokens:
         scenes = [random_scene(rng) for _ in range(n)]
         lrng = random.Random(cfg.seed + 778)
         prompts = [loose(intent_from_scene(s, lrng), lrng) for s in scenes]
-        _save_atomic(_encode_texts(text, prompts, "encoding loose prompts"), cache)
+        save_tensors_atomic(_encode_texts(text, prompts, "encoding loose prompts"), cache)
         (run / f"pool_loose-{n}.txt").write_text("\n".join(prompts) + "\n")
     return {"tokens": tokens[:n], **load_file(str(cache))}
 
@@ -191,7 +185,7 @@ def relation_pairs(cfg: GeneratorTrainConfig, vq: VQModel, text: TextEncoder, ru
         scenes, captions = zip(*(group_relation_scene(rng) for _ in range(n)))
         pairs = {"tokens": _encode_scenes(vq, list(scenes), "encoding relation scenes"),
                  **_encode_texts(text, list(captions), "encoding relation captions")}
-        _save_atomic(pairs, cache)
+        save_tensors_atomic(pairs, cache)
         (run / f"pool_relations-{n}.txt").write_text("\n".join(captions) + "\n")
     return load_file(str(cache))
 
@@ -215,7 +209,7 @@ def _caption_pool(cfg: GeneratorTrainConfig, vq: VQModel, text: TextEncoder, run
         captions = [caption(s, rng) for s in scenes]
         tokens = _encode_scenes(vq, scenes, "encoding pool images")
     pool = {"tokens": tokens, **_encode_texts(text, captions, "encoding pool captions")}
-    _save_atomic(pool, cache)
+    save_tensors_atomic(pool, cache)
     (run / "pool_captions.txt").write_text("\n".join(captions) + "\n")
     return pool
 
