@@ -61,3 +61,13 @@ def test_sampler_with_revision_keeps_given_tokens_and_finishes() -> None:
     out = sampler.sample(pipe.generator, cond, uncond, 2, generator=torch.Generator().manual_seed(0),
                          init_tokens=init, keep=keep)
     assert torch.equal(out[keep], init[keep]) and not bool((out == mask_id).any())
+
+
+def test_revision_margin_shrinks_over_the_steps() -> None:
+    """Margin 2: a committed token at log 0.3 (-1.2) outranks new ones (-0.03) at step 0, not at step 6 of 8."""
+    tokens = torch.tensor([[0, 0, M, M, M, M, M, M]])
+    probs = _probs(confident=[2, 3, 4, 5, 6, 7])
+    early, late = (commit_step(tokens, torch.zeros_like(tokens), probs, None, step, 8, torch.tensor([2]), mask_id=M,
+                               choice_temperature=0.0, revise_margin=2.0) for step in (0, 6))
+    assert early[0, :2].tolist() == [0, 0]
+    assert late[0, :2].tolist() == [M, M]

@@ -86,8 +86,9 @@ def commit_step(tokens: torch.Tensor, sampled: torch.Tensor, probs: torch.Tensor
     Confidence is the log-probability of a position's token under this step's ``probs`` (B, N, V), plus
     Gumbel noise scaled by ``choice_temperature`` and annealed to 0 over the steps. Tokens committed at
     earlier steps stay unless ``revise_margin`` is a number: then they compete too, at their current
-    log-probability plus the margin, so a token the model has come to doubt once its neighbours were drawn
-    is re-masked and drawn again. That lets the few parallel steps repair early choices that disagree (two
+    log-probability plus a margin that shrinks linearly from ``revise_margin`` at the first step toward 0, so
+    a token the model has come to doubt once its neighbours were drawn is re-masked and drawn again, more
+    readily as the picture fills in. That lets the few parallel steps repair early choices that disagree (two
     objects drawn with the same colour); the schedule still ends with every token committed. ``frozen``
     positions (B, N) never move.
     """
@@ -101,7 +102,7 @@ def commit_step(tokens: torch.Tensor, sampled: torch.Tensor, probs: torch.Tensor
     if revise_margin is None:
         conf = conf.masked_fill(~masked, float("inf"))
     else:
-        conf = torch.where(masked, conf, conf + revise_margin)
+        conf = torch.where(masked, conf, conf + revise_margin * (1 - step / steps))
     if frozen is not None:
         conf = conf.masked_fill(frozen, float("inf"))
     ranks = conf.argsort(dim=1).argsort(dim=1)  # 0 = least confident
