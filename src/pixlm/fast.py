@@ -39,7 +39,7 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 
-from pixlm.sampling.cfg import concat_prepared
+from pixlm.sampling.cfg import concat_prepared, pad_to
 from pixlm.sampling.maskgit import commit_step
 
 TEXT_BUCKET = 16  # fixed-loop text lengths are padded up to a multiple of this (fewer graphs / compilations)
@@ -87,18 +87,13 @@ def draw_uniforms(steps: int, batch: int, n: int, generator: torch.Generator | N
 def pad_prepared(prepared: dict, length: int) -> dict:
     """Right-pad ``prepare_text`` output to ``length`` text positions (padding masked out)."""
     mask = prepared["mask"]
-    extra = length - mask.shape[1]
-    if extra < 0:
+    if length < mask.shape[1]:
         raise ValueError(f"cannot pad text of length {mask.shape[1]} down to {length}")
-    if extra == 0:
-        return prepared
-    out = {"mask": torch.cat([mask, mask.new_zeros(mask.shape[0], extra)], dim=1)}
+    out = {"mask": pad_to(mask, 1, length)}
     if "kv" in prepared:
-        out["kv"] = [tuple(torch.cat([t, t.new_zeros(*t.shape[:2], extra, t.shape[3])], dim=2) for t in kv)
-                     for kv in prepared["kv"]]
+        out["kv"] = [(pad_to(k, 2, length), pad_to(v, 2, length)) for k, v in prepared["kv"]]
     else:
-        p = prepared["prefix"]
-        out["prefix"] = torch.cat([p, p.new_zeros(p.shape[0], extra, p.shape[2])], dim=1)
+        out["prefix"] = pad_to(prepared["prefix"], 1, length)
     return out
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 
-def _pad_to(x: torch.Tensor, dim: int, length: int) -> torch.Tensor:
+def pad_to(x: torch.Tensor, dim: int, length: int) -> torch.Tensor:
+    """``x`` zero-padded along ``dim`` up to ``length`` (unchanged if already that long)."""
     extra = length - x.shape[dim]
     if extra <= 0:
         return x
@@ -26,13 +27,13 @@ def concat_prepared(a: dict, b: dict) -> dict:
     out: dict = {}
     t = max(a["mask"].shape[1], b["mask"].shape[1]) if "mask" in a else 0
     if "mask" in a:
-        out["mask"] = torch.cat([_pad_to(a["mask"], 1, t), _pad_to(b["mask"], 1, t)])
+        out["mask"] = torch.cat([pad_to(a["mask"], 1, t), pad_to(b["mask"], 1, t)])
     for key in ("states", "prefix"):
         if key in a:
-            out[key] = torch.cat([_pad_to(a[key], 1, t), _pad_to(b[key], 1, t)])
+            out[key] = torch.cat([pad_to(a[key], 1, t), pad_to(b[key], 1, t)])
     if "kv" in a:
-        out["kv"] = [(torch.cat([_pad_to(ka, 2, t), _pad_to(kb, 2, t)]),
-                      torch.cat([_pad_to(va, 2, t), _pad_to(vb, 2, t)]))
+        out["kv"] = [(torch.cat([pad_to(ka, 2, t), pad_to(kb, 2, t)]),
+                      torch.cat([pad_to(va, 2, t), pad_to(vb, 2, t)]))
                      for (ka, va), (kb, vb) in zip(a["kv"], b["kv"])]
     if "pooled" in a:
         out["pooled"] = torch.cat([a["pooled"], b["pooled"]])
