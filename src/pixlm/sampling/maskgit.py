@@ -54,6 +54,7 @@ class MaskGITSampler:
         both = concat_prepared(cond, uncond) if use_cfg else cond
         to_fill = (~frozen).sum(1)  # (B,) tokens this call must decode
         steps = self.num_inference_steps
+        draw_on = generator.device if generator is not None else device
         for i in range(steps):
             if not bool((tokens == mask_id).any()):
                 break
@@ -63,10 +64,12 @@ class MaskGITSampler:
                 c, u = logits.chunk(2)
                 logits = u + self.guidance_scale * (c - u)
             probs = torch.softmax(logits / max(self.temperature, 1e-4), dim=-1)
-            sampled = torch.multinomial(probs.view(-1, probs.shape[-1]), 1, generator=generator).view(batch, n)
+            # draw where the generator lives (a CPU generator cannot drive CUDA kernels), then move the result
+            flat = probs.view(-1, probs.shape[-1]).to(draw_on)
+            sampled = torch.multinomial(flat, 1, generator=generator).view(batch, n).to(device)
             gumbel = None
             if self.choice_temperature > 0:
-                u01 = torch.rand(sampled.shape, generator=generator, device=device).clamp(1e-20, 1 - 1e-7)
+                u01 = torch.rand(sampled.shape, generator=generator, device=draw_on).to(device).clamp(1e-20, 1 - 1e-7)
                 gumbel = -torch.log(-torch.log(u01))
             n_next = (to_fill.float() * math.cos(math.pi / 2 * (i + 1) / steps)).floor().long()  # (B,)
             tokens = commit_step(tokens, sampled, probs, gumbel, i, steps, n_next, mask_id=mask_id,
