@@ -16,7 +16,8 @@ skin-tone variants of trained emoji):
   the real pictures of that split, with two references: real train pictures against the split's real ones,
   and the tokenizer's reconstructions against them.
 
-``--sweep`` first scores a small grid of sampling settings on 64 training names (never the test splits).
+``--sweep`` first scores a grid of sampling settings (``--sweep-grid``) by CLIP-score on ``--sweep-n`` training
+names (never the test splits); ``--sweep-only`` stops there.
 
 ``--captions`` measures the model's captioner instead (written to ``--captions-out``)::
 
@@ -34,6 +35,7 @@ the caption and with the prompt, BLEU-4/CIDEr against the prompt, caption → pr
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import re
 import time
@@ -62,10 +64,24 @@ def load_split(data: Path, split: str, limit: int = 0) -> tuple[torch.Tensor, li
             [ds.rows[i].file_name for i in idx])
 
 
+CALL_OPTIONS = ("num_inference_steps", "guidance_scale", "temperature")  # the rest are pipeline defaults
+SWEEP_GRID = "num_inference_steps=8,12;guidance_scale=1.5,3,5;temperature=0.5,1"
+
+
+def sweep_grid(text: str) -> list[dict]:
+    """``"key=v1,v2;key2=..."`` → every combination as a dict; ``none`` stands for None (e.g. revise_margin)."""
+    axes = []
+    for part in text.split(";"):
+        key, values = part.split("=")
+        cast = int if key == "num_inference_steps" else float
+        axes.append([(key, None if v == "none" else cast(v)) for v in values.split(",")])
+    return [dict(combo) for combo in itertools.product(*axes)]
+
+
 def generate(pipe, prompts: list[str], seed: int, batch: int = 64, **options) -> list[Image.Image]:
     images: list[Image.Image] = []
     for i in range(0, len(prompts), batch):
-        images += pipe(prompts[i:i + batch], seed=seed + i, **options)
+        images += pipe.generate(prompts[i:i + batch], seed=seed + i, **options).images
     return images
 
 
@@ -222,7 +238,10 @@ def main() -> None:
     ap.add_argument("--guidance", type=float, default=None)
     ap.add_argument("--temperature", type=float, default=None)
     ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--sweep", action="store_true", help="score sampling settings on 64 training names first")
+    ap.add_argument("--sweep", action="store_true", help="score sampling settings on training names first")
+    ap.add_argument("--sweep-grid", default=SWEEP_GRID, help="settings to sweep: key=v1,v2;key2=... (none = None)")
+    ap.add_argument("--sweep-n", type=int, default=64, help="training names the sweep scores")
+    ap.add_argument("--sweep-only", action="store_true", help="stop after the sweep (written to --out)")
     ap.add_argument("--out", default="benchmarks/results/emoji.json")
     ap.add_argument("--sheet", default="", help="write a contact sheet of generations here (PNG)")
     ap.add_argument("--captions", action="store_true", help="measure the model's captioner instead (see above)")
@@ -250,16 +269,22 @@ def main() -> None:
     train_images, train_names, _ = load_split(data, "train", a.train_n)
     if a.sweep:
         sweep = []
-        sub = train_names[::max(1, len(train_names) // 64)][:64]
+        sub = train_names[::max(1, len(train_names) // a.sweep_n)][:a.sweep_n]
         text = scorer.embed_texts(sub)
-        for steps in (8, 12):
-            for guidance in (1.5, 3.0, 5.0):
-                for temperature in (0.5, 1.0):
-                    opts = {"num_inference_steps": steps, "guidance_scale": guidance, "temperature": temperature}
-                    emb = embed_images(scorer, pil_to_tensor(generate(pipe, sub, a.seed + 7, **opts)))
-                    sweep.append({**opts, "clip_score": clip_score(emb, text)})
-                    print(sweep[-1], flush=True)
+        saved = dict(pipe.defaults)
+        for opts in sweep_grid(a.sweep_grid):
+            call = {k: v for k, v in opts.items() if k in CALL_OPTIONS}
+            pipe.defaults.update({k: v for k, v in opts.items() if k not in CALL_OPTIONS})
+            emb = embed_images(scorer, pil_to_tensor(generate(pipe, sub, a.seed + 7, **call)))
+            sweep.append({**opts, "clip_score": clip_score(emb, text)})
+            print(sweep[-1], flush=True)
+        pipe.defaults = saved
         report["sweep_on_train_names"] = sweep
+        if a.sweep_only:
+            Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(a.out).write_text(json.dumps(report, indent=1) + "\n")
+            print(f"wrote {a.out}")
+            return
     train_feats = image_features(scorer, train_images)
     report["train"], _ = evaluate_split(pipe, scorer, train_images, train_names, None, a.seed, options)
     for split in ("test_emoji", "test_variant"):
@@ -270,10 +295,11 @@ def main() -> None:
     Path(a.out).write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {a.out}")
     if a.sheet:
-        rows = [(p, pipe(p, num_images_per_prompt=6, seed=a.seed, **options)) for p in SHEET_PROMPTS]
+        rows = [(p, pipe.generate(p, num_images_per_prompt=6, seed=a.seed, **options).images) for p in SHEET_PROMPTS]
         test_images, test_names, _ = load_split(data, "test_emoji", 6)
         for name in test_names:  # held-out emoji: names the generator never saw with their pictures
-            rows.append((f"{name} (held out)", pipe(name, num_images_per_prompt=6, seed=a.seed, **options)))
+            images = pipe.generate(name, num_images_per_prompt=6, seed=a.seed, **options).images
+            rows.append((f"{name} (held out)", images))
         Path(a.sheet).parent.mkdir(parents=True, exist_ok=True)
         label_sheet(rows).save(a.sheet, optimize=True)
         print(f"wrote {a.sheet}")
