@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from pixlm.fast import FastGenerator, fixed_maskgit_loop, optimize, pad_prepared, use_erf_gelu
+from pixlm.fast import (FastGenerator, fixed_maskgit_loop, optimize, pad_prepared, use_erf_gelu,
+                        use_matmul_attention)
+from pixlm.models.layers import Attention
 from pixlm.models.masked import MaskedConfig, MaskedTransformer
 from pixlm.presets import PARAM_RANGES, PRESETS, build, forward_flops, get_preset, param_count
 from pixlm.sampling.maskgit import MaskGITSampler
@@ -97,6 +99,19 @@ def test_erf_gelu_swap_is_close():
         assert use_erf_gelu(model) == 2
         after = model(tokens, text, mask)
     assert not torch.equal(before, after) and torch.allclose(before, after, atol=1e-3)
+
+
+def test_matmul_attention_matches_sdpa_with_padding_masks():
+    model = build(MaskedConfig(vocab_size=64, dim=32, layers=2, heads=2, text_dim=16))
+    tokens, text = torch.randint(0, 65, (2, 64)), torch.randn(2, 5, 16)
+    mask = torch.tensor([[True] * 5, [True, True, False, False, False]])  # second prompt padded
+    with torch.no_grad():
+        before = model(tokens, text, mask)
+        assert use_matmul_attention(model) == 4  # self- and cross-attention in each of 2 blocks
+        after = model(tokens, text, mask)
+    assert torch.allclose(before, after, atol=1e-5)
+    pipe = optimize(tiny_pipeline(), int8=True)
+    assert all(m.matmul for m in pipe.generator.modules() if isinstance(m, Attention))
 
 
 def test_bad_settings_are_refused():
