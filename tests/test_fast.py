@@ -291,3 +291,14 @@ def test_fixed_loop_equals_reference_when_greedy_with_revision():
     a, b = _gen(ref, temperature=0.0), _gen(fast, temperature=0.0)
     assert torch.equal(a.tokens, b.tokens)
     assert int(a.tokens.max()) < ref.generator.config.vocab_size  # every token committed at the end
+
+
+def test_bf16_text_encoder_copy_leaves_the_shared_module_float32():
+    """optimize(bf16=True) runs the text encoder from a bfloat16 copy; the float32 module it came from is untouched."""
+    pipe = tiny_pipeline()
+    original = pipe.text_encoder.model
+    optimize(pipe, bf16=True)
+    assert all(p.dtype == torch.float32 for p in original.parameters())
+    assert all(p.dtype == torch.bfloat16 for p in pipe.text_encoder.model.module.parameters())
+    states, _ = pipe.text_encoder.encode(["a red circle"])
+    assert states.dtype == torch.float32
