@@ -27,7 +27,9 @@ class DetailedGrammar:
         missing = {"a", ",", *SIZES, *COLORS, *SHAPES} | {w for p in self.phrases for w in p}
         missing -= set(self.index)
         if missing:
-            raise ValueError(f"the captioner's vocabulary lacks detailed-caption words {sorted(missing)}")
+            raise ValueError(f"this captioner cannot write detailed (shapes-scene) captions: its vocabulary lacks "
+                             f"{sorted(missing)}; it was trained on other captions — caption without detailed mode "
+                             f"(drop --detailed)")
 
     def next_words(self, words: list[str]) -> set[str]:
         """Words (and "<eos>") allowed after ``words``; {"<eos>"} once the prefix has left the grammar."""
