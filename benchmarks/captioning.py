@@ -42,7 +42,7 @@ def main() -> None:
     from pixlm.models.captioner import Captioner
     from pixlm.models.vq import VQModel
     from pixlm.sampling.captioning import caption_tokens
-    from pixlm.train.captioner import encode_scenes
+    from pixlm.train.common import encode_scenes
 
     if a.captioner:
         cap, vq, source = Captioner.from_pretrained(a.captioner), VQModel.from_pretrained(a.tokenizer), a.captioner

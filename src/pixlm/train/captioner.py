@@ -42,12 +42,12 @@ from tqdm.auto import tqdm
 from pixlm.checkpoint import CheckpointError, write_json
 from pixlm.data.detailed import detailed_caption, parse_detailed, same_scene
 from pixlm.data.shapes import (_PLURAL, _PREFIXES, _SYNONYMS, COLORS, NUMBER_WORDS, POSITIONS, RELATION_WORDS,
-                               SHAPES, SIZES, Scene, caption, random_scene, render)
+                               SHAPES, SIZES, Scene, caption, random_scene)
 from pixlm.models.captioner import (PAD, Captioner, CaptionerConfig, build_vocab, caption_loss, pad_ids,
                                     tokenizer_fingerprint)
 from pixlm.models.vq import VQModel
 from pixlm.sampling.captioning import caption_tokens
-from pixlm.train.common import (LossLog, images_to_tensor, resume_from_latest, save_tensors_atomic,
+from pixlm.train.common import (LossLog, encode_in_batches, encode_scenes, resume_from_latest, save_tensors_atomic,
                                 save_training_checkpoint, step_rng)
 from pixlm.train.tokenizer import lr_at
 
@@ -104,16 +104,6 @@ def array_to_scene(row: torch.Tensor) -> Scene:
     return Scene.from_dicts(objs)
 
 
-def encode_scenes(vq: VQModel, scenes: list[Scene], batch: int = 256, desc: str | None = None) -> torch.Tensor:
-    """Render and tokenize scenes → (P, N) int16."""
-    out = []
-    for i in tqdm(range(0, len(scenes), batch), desc=desc, disable=desc is None):
-        imgs = images_to_tensor(np.stack([np.asarray(render(s)) for s in scenes[i:i + batch]]))
-        with torch.no_grad():
-            out.append(vq.encode(imgs).flatten(1).to(torch.int16))
-    return torch.cat(out)
-
-
 def build_pool(cfg: CaptionerTrainConfig, vq: VQModel, run: Path) -> dict[str, torch.Tensor]:
     """Tokens (P, N) and object tables (P, 4, 5), cached as ``run/pool.safetensors``."""
     cache = run / "pool.safetensors"
@@ -136,12 +126,9 @@ def encode_folder(vq: VQModel, folder: str | Path, batch: int = 256,
 
     ds = ImageFolder(folder, size=vq.config.image_size)
     groups = ds.pictures()
-    out = []
-    for i in tqdm(range(0, len(groups), batch), desc=desc, disable=desc is None):
-        imgs = torch.stack([ds[g[0]]["image"] for g in groups[i:i + batch]])
-        with torch.no_grad():
-            out.append(vq.encode(imgs).flatten(1).to(torch.int16))
-    return torch.cat(out), [[ds.rows[j].text for j in g] for g in groups]
+    tokens = encode_in_batches(vq, lambda i, j: torch.stack([ds[g[0]]["image"] for g in groups[i:j]]), len(groups),
+                               desc, batch)
+    return tokens, [[ds.rows[j].text for j in g] for g in groups]
 
 
 def build_folder_pool(cfg: CaptionerTrainConfig, vq: VQModel, run: Path) -> tuple[torch.Tensor, list[list[str]]]:
@@ -369,8 +356,8 @@ def main(argv: list[str] | None = None) -> None:
     print(train_captioner(CaptionerTrainConfig(**a)))
 
 
-__all__ = ["CaptionerTrainConfig", "train_captioner", "attach_captioner", "detailed_accuracy", "encode_scenes",
-           "encode_folder", "folder_metrics", "vocabulary", "held_out"]
+__all__ = ["CaptionerTrainConfig", "train_captioner", "attach_captioner", "detailed_accuracy", "encode_folder",
+           "folder_metrics", "vocabulary", "held_out"]
 
 if __name__ == "__main__":
     main()

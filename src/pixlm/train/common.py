@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import save_file
+from tqdm.auto import tqdm
 
 from pixlm.checkpoint import load_weights, read_json, save_module, write_json
 from pixlm.data.shapes import caption, random_scene, render
@@ -35,6 +36,26 @@ def shapes_batch(seed: int, step: int, batch_size: int, size: int = 64) -> tuple
     caps = [caption(s, rng) for s in scenes]
     arr = np.stack([np.asarray(render(s, size)) for s in scenes])  # (B, H, W, 3) uint8
     return images_to_tensor(arr), caps, scenes
+
+
+def encode_in_batches(vq: torch.nn.Module, pictures: Any, n: int, desc: str | None = None,
+                      batch: int = 256) -> torch.Tensor:
+    """(n, N) int16 VQ tokens of ``n`` pictures; ``pictures(i, j)`` gives pictures i..j-1 as (B, 3, H, W) in [-1, 1].
+
+    Batched so a pool of tens of thousands never sits in memory as pixels; a tqdm bar when ``desc`` is given."""
+    out = []
+    for i in tqdm(range(0, n, batch), desc=desc, disable=desc is None):
+        with torch.no_grad():
+            out.append(vq.encode(pictures(i, min(i + batch, n))).flatten(1).to(torch.int16))
+    return torch.cat(out)
+
+
+def encode_scenes(vq: torch.nn.Module, scenes: list, desc: str | None = None, batch: int = 256) -> torch.Tensor:
+    """Render and tokenize shapes scenes → (P, N) int16."""
+    def pictures(i: int, j: int) -> torch.Tensor:
+        return images_to_tensor(np.stack([np.asarray(render(s)) for s in scenes[i:j]]))
+
+    return encode_in_batches(vq, pictures, len(scenes), desc, batch)
 
 
 def save_tensors_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:

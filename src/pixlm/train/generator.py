@@ -29,13 +29,13 @@ from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from pixlm.checkpoint import write_json
-from pixlm.data.shapes import caption, group_relation_scene, random_scene, render, satisfies
+from pixlm.data.shapes import caption, group_relation_scene, random_scene, satisfies
 from pixlm.models.masked import MaskedConfig, MaskedTransformer, random_token_mask
 from pixlm.models.vq import VQModel
 from pixlm.pipeline import TextToImagePipeline
 from pixlm.text.encoder import TextEncoder, TextEncoderConfig, pad_states
-from pixlm.train.common import (LossLog, images_to_tensor, restore_process_state, resume_from_latest, save_grid,
-                                save_tensors_atomic, save_training_checkpoint)
+from pixlm.train.common import (LossLog, encode_in_batches, encode_scenes, restore_process_state,
+                                resume_from_latest, save_grid, save_tensors_atomic, save_training_checkpoint)
 from pixlm.train.tokenizer import lr_at
 
 
@@ -137,15 +137,6 @@ def _encode_texts(text: TextEncoder, prompts: list[str], desc: str) -> dict[str,
     return {"text": torch.cat(flat), "offsets": torch.tensor(offsets)}
 
 
-def _encode_scenes(vq: VQModel, scenes: list, desc: str) -> torch.Tensor:
-    """(P, N) int16 tokens of the rendered scenes."""
-    tokens = []
-    for i in tqdm(range(0, len(scenes), 256), desc=desc):
-        batch = images_to_tensor(np.stack([np.asarray(render(s)) for s in scenes[i:i + 256]]))
-        tokens.append(vq.encode(batch).flatten(1).to(torch.int16))
-    return torch.cat(tokens)
-
-
 def _append(pool: dict[str, torch.Tensor], extra: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {"tokens": torch.cat([pool["tokens"], extra["tokens"]]), "text": torch.cat([pool["text"], extra["text"]]),
             "offsets": torch.cat([pool["offsets"], extra["offsets"][1:] + pool["offsets"][-1]])}
@@ -183,7 +174,7 @@ def relation_pairs(cfg: GeneratorTrainConfig, vq: VQModel, text: TextEncoder, ru
     if not cache.is_file():
         rng = random.Random(cfg.seed + 779)
         scenes, captions = zip(*(group_relation_scene(rng) for _ in range(n)))
-        pairs = {"tokens": _encode_scenes(vq, list(scenes), "encoding relation scenes"),
+        pairs = {"tokens": encode_scenes(vq, list(scenes), "encoding relation scenes"),
                  **_encode_texts(text, list(captions), "encoding relation captions")}
         save_tensors_atomic(pairs, cache)
         (run / f"pool_relations-{n}.txt").write_text("\n".join(captions) + "\n")
@@ -201,13 +192,12 @@ def _caption_pool(cfg: GeneratorTrainConfig, vq: VQModel, text: TextEncoder, run
         items = [folder[i] for i in range(len(folder))]
         images = torch.stack([it["image"] for it in items])
         captions = [it["text"] for it in items]
-        tokens = torch.cat([vq.encode(images[i:i + 256]).flatten(1).to(torch.int16)
-                            for i in tqdm(range(0, len(images), 256), desc="encoding pool images")])
+        tokens = encode_in_batches(vq, lambda i, j: images[i:j], len(images), "encoding pool images")
     else:
         rng = random.Random(cfg.seed + 777)
         scenes = [random_scene(rng) for _ in range(cfg.pool)]
         captions = [caption(s, rng) for s in scenes]
-        tokens = _encode_scenes(vq, scenes, "encoding pool images")
+        tokens = encode_scenes(vq, scenes, "encoding pool images")
     pool = {"tokens": tokens, **_encode_texts(text, captions, "encoding pool captions")}
     save_tensors_atomic(pool, cache)
     (run / "pool_captions.txt").write_text("\n".join(captions) + "\n")
