@@ -214,6 +214,12 @@ def captions_report(pipe, scorer, data: Path, train_n: int, seed: int, options: 
     return report
 
 
+def write_report(report: dict, path: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {path}")
+
+
 def label_sheet(rows: list[tuple[str, list[Image.Image]]], label_w: int = 220) -> Image.Image:
     """One row per prompt: the prompt, then its pictures."""
     h = rows[0][1][0].height
@@ -262,9 +268,7 @@ def main() -> None:
                     torch.get_num_threads()}
     if a.captions:
         report.update(captions_report(pipe, scorer, data, a.train_n, a.seed, options))
-        Path(a.captions_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.captions_out).write_text(json.dumps(report, indent=1) + "\n")
-        print(f"wrote {a.captions_out}")
+        write_report(report, a.captions_out)
         return
     train_images, train_names, _ = load_split(data, "train", a.train_n)
     if a.sweep:
@@ -281,9 +285,7 @@ def main() -> None:
         pipe.defaults = saved
         report["sweep_on_train_names"] = sweep
         if a.sweep_only:
-            Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(a.out).write_text(json.dumps(report, indent=1) + "\n")
-            print(f"wrote {a.out}")
+            write_report(report, a.out)
             return
     train_feats = image_features(scorer, train_images)
     report["train"], _ = evaluate_split(pipe, scorer, train_images, train_names, None, a.seed, options)
@@ -291,9 +293,7 @@ def main() -> None:
         images, names, _ = load_split(data, split)
         report[split], _ = evaluate_split(pipe, scorer, images, names, train_feats, a.seed, options)
         print(split, json.dumps(report[split]), flush=True)
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {a.out}")
+    write_report(report, a.out)
     if a.sheet:
         rows = [(p, pipe.generate(p, num_images_per_prompt=6, seed=a.seed, **options).images) for p in SHEET_PROMPTS]
         test_images, test_names, _ = load_split(data, "test_emoji", 6)

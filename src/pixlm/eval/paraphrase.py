@@ -129,8 +129,6 @@ def _color_attribution(rng: random.Random) -> tuple[str, dict]:
     return rng.choice(forms), _spec([{"shape": a, "color": ca}, {"shape": b, "color": cb}])
 
 
-
-
 def _relation(rng: random.Random) -> tuple[str, dict]:
     (a, b), ca, cb = rng.sample(SHAPES, 2), rng.choice(COLORS), rng.choice(COLORS)
     rel = rng.choice(list(RELATION_WORDS))
