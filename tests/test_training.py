@@ -108,7 +108,8 @@ def test_loose_pool_pairs_pool_scenes_with_informal_prompts(tokenizer_run: Path,
     assert pool["tokens"].shape[0] == 17 and torch.equal(pool["tokens"][12:], pool["tokens"][:5])
     assert len(pool["offsets"]) == 18 and int(pool["offsets"][-1]) == pool["text"].shape[0]
     states, mask = text.encode([prompts[4]], use_cache=False)
-    assert torch.allclose(pool["text"][pool["offsets"][16]:].float(), states[0][mask[0]].half().float())
+    # the pool encodes its prompts in padded batches, so float rounding may flip an fp16 rounding: one fp16 step apart
+    assert torch.allclose(pool["text"][pool["offsets"][16]:].float(), states[0][mask[0]].float(), rtol=2e-3, atol=2e-3)
     with pytest.raises(ValueError, match="loose_pool=13"):
         build_pool(GeneratorTrainConfig(loose_pool=13, **cfg), vq, text, run)
     both = build_pool(GeneratorTrainConfig(loose_pool=5, relation_pool=3, **cfg), vq, text, run)
