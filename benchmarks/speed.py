@@ -47,7 +47,8 @@ import torch.nn as nn
 CPU_VARIANTS = {  # name → optimize() flags
     "fp32": {},
     "fp32 fixed-loop": {"fixed_loop": True, "channels_last": True},
-    "bf16 fixed-loop": {"bf16": True, "fixed_loop": True, "channels_last": True},
+    "bf16 fixed-loop": {"bf16": True, "fixed_loop": True, "channels_last": True},  # packed where oneDNN can
+    "bf16 fixed-loop autocast": {"bf16": True, "fixed_loop": True, "channels_last": True, "packed": False},
     "int8": {"int8": True, "channels_last": True},
     "int8 fixed-loop": {"int8": True, "fixed_loop": True, "channels_last": True},
     "int8+bf16 fixed-loop": {"int8": True, "bf16": True, "fixed_loop": True, "channels_last": True},

@@ -227,18 +227,25 @@ class Autocast(nn.Module):
 
     ``cast_weights`` also keeps a bfloat16 copy of the module's weights, made once: autocast does not
     cache its casts for weights that need no gradient, so otherwise every call copies every weight (for
-    MiniLM's 22M parameters that was most of the text encoder's time at batch 1). Other attributes read
-    through to ``module`` (e.g. a Hugging Face model's ``config``).
+    MiniLM's 22M parameters that was most of the text encoder's time at batch 1). ``packed`` (CPU) runs a
+    bfloat16 copy whose linears are :class:`pixlm.packed.PackedLinear` instead, without autocast. Other
+    attributes read through to ``module`` (e.g. a Hugging Face model's ``config``).
     """
 
-    def __init__(self, module: nn.Module, device_type: str, cast_weights: bool = False) -> None:
+    def __init__(self, module: nn.Module, device_type: str, cast_weights: bool = False, packed: bool = False) -> None:
         super().__init__()
         # a bfloat16 copy: the float32 module may be shared (another pipeline, a cache), so it is never changed
-        self.module = copy.deepcopy(module).to(torch.bfloat16) if cast_weights else module
+        if packed:  # bf16 copy with oneDNN-packed linears (pixlm.packed); all bf16, so no autocast is needed
+            from pixlm.packed import pack_linears
+
+            self.module = pack_linears(module)
+        else:
+            self.module = copy.deepcopy(module).to(torch.bfloat16) if cast_weights else module
         self.device_type = device_type
+        self.packed = packed
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        with torch.autocast(self.device_type, dtype=torch.bfloat16):
+        with torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=not self.packed):
             out = self.module(*args, **kwargs)
         if isinstance(out, torch.Tensor):
             return out.float() if out.is_floating_point() else out
@@ -313,19 +320,23 @@ def quantize_int8(model: nn.Module, skip: tuple[str, ...] = ()) -> nn.Module:
 
 def optimize(pipe: Any, *, threads: int | None = None, int8: bool = False, bf16: bool = False,
              compile: bool = False, cuda_graphs: bool = False, fixed_loop: bool = False,
-             channels_last: bool = False, int8_skip: tuple[str, ...] = ()) -> Any:
+             channels_last: bool = False, int8_skip: tuple[str, ...] = (), packed: bool | None = None) -> Any:
     """Make ``pipe`` (a ``TextToImagePipeline``) faster for inference, in place; returns it.
 
     threads: ``torch.set_num_threads`` (None: leave as is). int8: dynamic int8 Linear layers in the
     generator (CPU only; ``int8_skip`` names layers to keep in fp32, e.g. ``("head",)``). channels_last:
     the VQ decoder's convolutions in NHWC layout. bf16: text encoder, generator and decoder in bfloat16.
     fixed_loop, compile, cuda_graphs: see the module docstring (masked generators only; cuda_graphs
-    needs CUDA).
+    needs CUDA). packed: with bf16 on CPU, run the generator and the text encoder as bfloat16 copies with
+    oneDNN-packed, fused linears (``pixlm.packed``) instead of under autocast; None (default) does so where
+    oneDNN supports it and the generator is a cross-conditioned masked transformer.
     """
     for name, flag in (("int8", int8), ("bf16", bf16), ("compile", compile), ("cuda_graphs", cuda_graphs),
                        ("fixed_loop", fixed_loop), ("channels_last", channels_last)):
         if not isinstance(flag, bool):
             raise TypeError(f"{name}={flag!r} must be True or False")
+    if packed is not None and not isinstance(packed, bool):
+        raise TypeError(f"packed={packed!r} must be True, False or None (automatic)")
     if threads is not None:
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ValueError(f"threads={threads!r} must be a positive integer (or None to leave it)")
@@ -345,15 +356,28 @@ def optimize(pipe: Any, *, threads: int | None = None, int8: bool = False, bf16:
     for module in (gen, pipe.vq, getattr(pipe.text_encoder, "model", None)):
         if isinstance(module, nn.Module):
             module.eval().requires_grad_(False)
+    from pixlm import packed as packing
+
+    cpu_bf16 = bf16 and device.type == "cpu" and packing.packing_supported()
+    gen_packable = not int8 and gen.kind == "masked" and getattr(gen.config, "conditioning", None) == "cross"
+    if packed and not cpu_bf16:
+        raise ValueError(f"packed=True is the CPU bf16 path: it needs bf16=True (got {bf16}), the generator on "
+                         f"the CPU (it is on {device}) and oneDNN bf16 support (pixlm.packed.packing_supported)")
+    if packed and not (int8 or gen_packable):
+        raise ValueError(f"packed=True packs cross-conditioned masked generators; this one is {gen.kind!r}")
+    pack_text = cpu_bf16 if packed is None else packed
+    pack_gen = pack_text and gen_packable  # with int8 the generator stays int8 and bf16 covers the rest
     if int8:
         gen = quantize_int8(gen, int8_skip)
-    if int8 or bf16:  # numerics already change on these paths; the erf GELU is a faster kernel (see use_erf_gelu)
+    if pack_gen:  # a bf16 copy with fused, packed linears; erf GELU and SDPA inside (see pixlm.packed)
+        gen = packing.PackedMaskedTransformer(gen)
+    elif int8 or bf16:  # numerics already change on these paths; the erf GELU is a faster kernel (see use_erf_gelu)
         use_erf_gelu(gen)
         if device.type == "cpu":  # and so is attention by plain matmuls at these sizes (see use_matmul_attention)
             use_matmul_attention(gen)
     if wants_wrapper:
         # dynamic int8 layers take fp32 activations: with int8, bf16 applies to the other components
-        gen = FastGenerator(gen, bf16=bf16 and not int8, fixed_loop=fixed_loop, compile=compile,
+        gen = FastGenerator(gen, bf16=bf16 and not int8 and not pack_gen, fixed_loop=fixed_loop, compile=compile,
                             cuda_graphs=cuda_graphs)
     pipe.generator = gen
     if channels_last:
@@ -362,11 +386,12 @@ def optimize(pipe: Any, *, threads: int | None = None, int8: bool = False, bf16:
         pipe.vq.decoder = Autocast(pipe.vq.decoder, next(pipe.vq.parameters()).device.type)
         text = pipe.text_encoder
         if isinstance(getattr(text, "model", None), nn.Module):
-            text.model = Autocast(text.model, text.device.type, cast_weights=True)
+            text.model = Autocast(text.model, text.device.type, cast_weights=True, packed=pack_text)
             text._cache.clear()  # states cached in fp32 would mix with bf16 ones
     pipe.fast_settings = {"threads": torch.get_num_threads(), "int8": int8, "bf16": bf16, "compile": compile,
                           "cuda_graphs": cuda_graphs, "fixed_loop": wants_wrapper and gen.fixed_loop,
-                          "channels_last": channels_last}
+                          "channels_last": channels_last, "packed_generator": pack_gen,
+                          "packed_text_encoder": pack_text and isinstance(getattr(pipe.text_encoder, "model", None), nn.Module)}
     return pipe
 
 
