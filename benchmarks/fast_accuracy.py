@@ -24,7 +24,9 @@ VARIANTS = {  # name → optimize() flags
     "fp32": {},
     "int8": {"int8": True},
     "int8 head-fp32": {"int8": True, "int8_skip": ("head",)},
-    "bf16": {"bf16": True},
+    "bf16": {"bf16": True},  # packed (pixlm.packed) where oneDNN supports bf16, else autocast
+    "bf16 autocast": {"bf16": True, "packed": False},
+    "bf16 fixed-loop": {"bf16": True, "fixed_loop": True, "channels_last": True},
     "fixed-loop": {"fixed_loop": True},
     "int8+bf16 fixed-loop": {"int8": True, "bf16": True, "fixed_loop": True, "channels_last": True},
 }

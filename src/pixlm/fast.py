@@ -60,17 +60,22 @@ def fixed_maskgit_loop(model: Callable[..., torch.Tensor], prepared: dict, token
     ``MaskGITSampler``.
     """
     to_fill = (tokens == mask_id).sum(1).float()  # (B,)
+    # all steps' commit noise in one op (per-step ops cost more in launches than in arithmetic at these sizes)
+    gumbels = -torch.log(-torch.log(u_choice)) if choice_temperature > 0 else None  # (steps, B, N)
     for i in range(steps):
         x = torch.cat([tokens, tokens]) if use_cfg else tokens
         logits = model(x, prepared=prepared).float()  # (B or 2B, N, V)
+        inv_t = 1.0 / max(temperature, 1e-4)
         if use_cfg:
             c, u = logits.chunk(2)
-            logits = u + guidance_scale * (c - u)
-        probs = torch.softmax(logits / max(temperature, 1e-4), dim=-1)  # (B, N, V)
+            logits = torch.lerp(u, c, guidance_scale).mul_(inv_t)  # (u + scale · (c − u)) / T, one new tensor
+        else:
+            logits = logits * inv_t  # never in place: the model's output may be a view of its own state
+        probs = torch.softmax(logits, dim=-1)  # (B, N, V)
         cdf = probs.cumsum(-1)
         target = (u_token[i] * cdf[..., -1]).unsqueeze(-1)  # (B, N, 1), scaled so rounding cannot overrun
         sampled = torch.searchsorted(cdf, target).squeeze(-1).clamp_max(probs.shape[-1] - 1)  # (B, N)
-        gumbel = -torch.log(-torch.log(u_choice[i])) if choice_temperature > 0 else None
+        gumbel = gumbels[i] if gumbels is not None else None
         n_next = (to_fill * math.cos(math.pi / 2 * (i + 1) / steps)).floor().long()  # (B,)
         tokens = commit_step(tokens, sampled, probs, gumbel, i, steps, n_next, mask_id=mask_id,
                              choice_temperature=choice_temperature, revise_margin=revise_margin)
