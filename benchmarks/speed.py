@@ -328,6 +328,33 @@ def count_flops(fn: Callable[[], Any]) -> dict[str, int]:
     return out
 
 
+def paired_ratios(pipe: Any, amused_call: Callable[[int], Any], take: Callable[[int], list[str]],
+                  batches: list[int], rounds: int, steps: int, guidance: float, device: str) -> dict[str, Any]:
+    """Amused time ÷ pixlm time over ``rounds`` back-to-back pairs per batch size.
+
+    Each system is otherwise timed in its own block, so on a shared machine a change of load between
+    blocks moves the ratio; pairs measured seconds apart see the same load. Reports the median ratio and
+    the range of the middle 80% of rounds.
+    """
+    def pixlm_call(b: int) -> None:
+        pipe.generate(take(b), num_inference_steps=steps, guidance_scale=guidance, seed=0)
+
+    out: dict[str, Any] = {"rounds": rounds}
+    for b in batches:
+        ratios = []
+        for _ in range(2):  # warm-up
+            pixlm_call(b)
+            amused_call(b)
+        for _ in range(rounds):
+            p_ms = time_ms(lambda: pixlm_call(b), 1, 0, device)[0]
+            a_ms = time_ms(lambda: amused_call(b), 1, 0, device)[0]
+            ratios.append(a_ms / p_ms)
+        ratios.sort()
+        lo, hi = ratios[len(ratios) // 10], ratios[-1 - len(ratios) // 10]
+        out[f"bs{b}"] = {"median_ratio": round(statistics.median(ratios), 2), "p10_p90": [round(lo, 2), round(hi, 2)]}
+    return out
+
+
 def summarize(ms: list[float], batch: int) -> dict[str, float]:
     med = statistics.median(ms)
     return {"batch": batch, "calls": len(ms), "median_ms": round(med, 2), "min_ms": round(min(ms), 2),
@@ -349,6 +376,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--throughput-batch", default="64", help="comma-separated throughput batch sizes")
     ap.add_argument("--variants", default=None, help="comma-separated pixlm variants (see CPU_VARIANTS)")
     ap.add_argument("--no-amused", action="store_true")
+    ap.add_argument("--paired-rounds", type=int, default=10,
+                    help="rounds of back-to-back pixlm / Amused calls per latency batch (0: off)")
+    ap.add_argument("--paired-variant", default=None, help="pixlm variant for the paired rounds "
+                    "(default: bf16 fixed-loop on CPU, bf16 cuda-graphs on GPU)")
     ap.add_argument("--base-batches", default="1,256", help="GPU only: base-preset loop batch sizes")
     ap.add_argument("--peak-gflops", type=float, default=None, help="override the estimated fp32 peak")
     ap.add_argument("--cpu-ghz", type=float, default=None, help="clock for the CPU peak estimate")
@@ -365,6 +396,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     unknown = [n for n in names if n not in variants_all]
     if unknown:
         raise SystemExit(f"unknown variants {unknown}; choose from {list(variants_all)}")
+    a.paired_variant = a.paired_variant or ("bf16 cuda-graphs" if cuda else "bf16 fixed-loop")
+    if a.paired_variant not in variants_all:
+        raise SystemExit(f"unknown --paired-variant {a.paired_variant!r}; choose from {list(variants_all)}")
     lat_batches = [int(b) for b in a.batches.split(",") if b]
     tp_batches = [int(b) for b in a.throughput_batch.split(",") if b]
     take = prompt_stream()
@@ -462,6 +496,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 s["mfu_generator"] = mfu(amused_flops.get("UVit2DModel", 0), s["images_per_s"])
                 s["mfu_pipeline"] = mfu(amused_flops["total"], s["images_per_s"])
                 row[f"bs{b}"] = s
+            if a.paired_rounds and a.paired_variant:
+                row["paired"] = paired_ratios(optimize(clone_pipeline(base_pipe), **variants_all[a.paired_variant]),
+                                              amused_call, take, lat_batches, a.paired_rounds, steps, guidance, dev)
+                row["paired"]["variant"] = f"pixlm {a.paired_variant}"
         record("amused", row)
 
     # --- bare references (network only, K steps, CFG-doubled rows)
@@ -581,6 +619,12 @@ def to_markdown(r: dict[str, Any], batches: list[int]) -> str:
         for name, s in r["speedup_vs_amused"].items():
             lines.append(f"- {name}: {s}")
         lines.append(f"- best: {r['best_speedup_vs_amused']}; 5× target met: {r['target_5x_met']}")
+        paired = r["systems"].get("amused", {}).get("paired")
+        if paired:
+            lines.append(f"- paired rounds ({paired['rounds']} back-to-back pixlm / Amused calls per batch, "
+                         f"{paired['variant']}): Amused time ÷ pixlm time, median (p10–p90): " + ", ".join(
+                             f"{k} {v['median_ratio']}× ({v['p10_p90'][0]}–{v['p10_p90'][1]})"
+                             for k, v in paired.items() if k.startswith("bs")))
     lines += [""] + [f"- {n}" for n in r.get("notes", [])]
     lines += ["", "MFU = model FLOPs/s ÷ estimated fp32 peak (" + hw.get("basis", "") + "); gen = generator "
               "network FLOPs, pipe = whole pipeline (text encoder + generator + decoder). The peak is an estimate, "

@@ -283,6 +283,30 @@ def test_speed_script_helpers():
     assert speed.count_flops(lambda: bare(torch.full((1, 64), 64), torch.randn(1, 5, 32)))["total"] > 0
 
 
+def test_speed_script_paired_ratios_time_both_systems_per_round():
+    import time
+
+    speed = _speed_module()
+    calls: list[tuple[str, int]] = []
+
+    class FakePipe:
+        def generate(self, prompts, **kw):
+            calls.append(("pixlm", len(prompts)))
+            time.sleep(0.002)
+
+    def amused(b: int) -> None:
+        calls.append(("amused", b))
+        time.sleep(0.008)
+
+    out = speed.paired_ratios(FakePipe(), amused, speed.prompt_stream(), [1, 2], 5, 2, 2.5, "cpu")
+    assert out["rounds"] == 5 and set(out) == {"rounds", "bs1", "bs2"}
+    assert calls[4:6] == [("pixlm", 1), ("amused", 1)]  # after 2 warm-up pairs, strictly alternating
+    assert len(calls) == 2 * (2 + 5) * 2
+    for key in ("bs1", "bs2"):
+        lo, hi = out[key]["p10_p90"]
+        assert 1.5 < lo <= out[key]["median_ratio"] <= hi < 6  # ~4x: 8 ms against 2 ms, with scheduling slack
+
+
 def test_fixed_loop_equals_reference_when_greedy_with_revision():
     """Re-masking committed tokens follows one rule (``commit_step``) in both loops."""
     ref, fast = tiny_pipeline(), optimize(tiny_pipeline(), fixed_loop=True)
@@ -302,3 +326,23 @@ def test_bf16_text_encoder_copy_leaves_the_shared_module_float32():
     assert all(p.dtype == torch.bfloat16 for p in pipe.text_encoder.model.module.parameters())
     states, _ = pipe.text_encoder.encode(["a red circle"])
     assert states.dtype == torch.float32
+
+
+def test_optimize_recommended_and_generate_fast_cli(tmp_path):
+    from typer.testing import CliRunner
+
+    from pixlm.cli import app
+    from pixlm.fast import optimize_recommended
+
+    pipe = optimize_recommended(tiny_pipeline())
+    assert pipe.fast_settings["bf16"] and pipe.fast_settings["fixed_loop"] and pipe.fast_settings["channels_last"]
+    tiny_pipeline().save_pretrained(tmp_path / "m")
+    runner = CliRunner()
+    outs = []
+    for run in ("a", "b"):
+        result = runner.invoke(app, ["generate", "a red circle", "--model", str(tmp_path / "m"), "--fast", "-n", "2",
+                                     "--seed", "1", "--steps", "2", "--out", str(tmp_path / run)])
+        assert result.exit_code == 0, result.output
+        outs.append(sorted((tmp_path / run).glob("*-0?.png")))
+    assert len(outs[0]) == 2
+    assert [p.read_bytes() for p in outs[0]] == [p.read_bytes() for p in outs[1]]  # same seed, same images

@@ -157,12 +157,19 @@ def generate(
     expand: Annotated[bool, typer.Option(help="Rewrite PROMPT with the model's expander first.")] = False,
     rerank: Annotated[int, typer.Option(min=1, max=16, help="Draw N candidates per image and keep the one that "
                                         "best matches the prompt (geometric reading + detailed caption).")] = 1,
+    fast: Annotated[bool, typer.Option(help="Fastest measured inference settings (bf16, fixed-shape loop; "
+                                       "docs/speed.md): same quality on the dev prompts, other images per seed.")]
+    = False,
 ) -> None:
     """Draw images for PROMPT; prints the path of each PNG (plus a contact sheet when N > 1)."""
     from pixlm.pipeline import contact_sheet, load_pipeline
 
     with user_errors():
         pipe = load_pipeline(model)
+        if fast:
+            from pixlm.fast import optimize_recommended
+
+            optimize_recommended(pipe)
         if rerank > 1:
             from pixlm.rerank import generate_reranked
 
@@ -272,13 +279,16 @@ def serve(
     timeout: Annotated[float, typer.Option(min=0.1, help="Per-request timeout in seconds (504 after).")] = 60.0,
     output_dir: Annotated[Optional[Path], typer.Option(help="Folder for response_format=url images.")] = None,
     url_ttl: Annotated[float, typer.Option(min=1, help="Seconds a url image stays available.")] = 3600.0,
+    fast: Annotated[bool, typer.Option(help="Serve with the fastest measured inference settings (see "
+                                       "`pixlm generate --fast`).")] = False,
 ) -> None:
     """Serve the OpenAI-compatible Images API (/v1) and the web UI (/) with dynamic batching."""
     from pixlm.serve import run_server
 
     with user_errors():
         run_server(model, host=host, port=port, max_batch=max_batch, batch_window_ms=batch_window_ms,
-                   max_queue=max_queue, request_timeout_s=timeout, output_dir=output_dir, url_ttl_s=url_ttl)
+                   max_queue=max_queue, request_timeout_s=timeout, output_dir=output_dir, url_ttl_s=url_ttl,
+                   fast=fast)
 
 
 # ---------------------------------------------------------------------------------------------- train

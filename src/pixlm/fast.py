@@ -400,5 +400,18 @@ def optimize(pipe: Any, *, threads: int | None = None, int8: bool = False, bf16:
     return pipe
 
 
-__all__ = ["optimize", "FastGenerator", "Autocast", "fixed_maskgit_loop", "quantize_int8", "draw_uniforms",
+def optimize_recommended(pipe: Any, threads: int | None = None) -> Any:
+    """``optimize`` with the settings measured fastest for the pipeline's device (``--fast`` in the CLI).
+
+    Masked generators: bf16 (oneDNN-packed on CPUs that support it) and the fixed-shape loop, plus
+    channels_last decoding on CPU; their accuracy cost is within noise (docs/speed.md). Other generator
+    families: inference mode only.
+    """
+    if pipe.generator.kind != "masked":
+        return optimize(pipe, threads=threads)
+    cpu = next(pipe.generator.parameters()).device.type == "cpu"
+    return optimize(pipe, threads=threads, bf16=True, fixed_loop=True, channels_last=cpu)
+
+
+__all__ = ["optimize", "optimize_recommended", "FastGenerator", "Autocast", "fixed_maskgit_loop", "quantize_int8", "draw_uniforms",
            "pad_prepared", "use_erf_gelu", "use_matmul_attention"]

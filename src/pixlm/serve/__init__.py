@@ -23,8 +23,9 @@ def build_app(pipeline, **kwargs: Any) -> "FastAPI":
 
 
 def run_server(model: str | os.PathLike | None = None, host: str = "127.0.0.1", port: int = 8000,
-               log_level: str = "info", **kwargs: Any) -> None:
-    """Load a model folder (None: the bundled model) and serve it until interrupted."""
+               log_level: str = "info", fast: bool = False, **kwargs: Any) -> None:
+    """Load a model folder (None: the bundled model) and serve it until interrupted; ``fast`` applies
+    ``pixlm.fast.optimize_recommended`` first."""
     try:
         import uvicorn
     except ImportError as e:  # pragma: no cover - depends on the install
@@ -40,6 +41,10 @@ def run_server(model: str | os.PathLike | None = None, host: str = "127.0.0.1", 
     # A second line of defence behind the header check in decode_upload: PIL itself refuses anything over 2× this.
     Image.MAX_IMAGE_PIXELS = (kwargs.get("limits") or Limits()).max_image_pixels
     pipeline = load_pipeline(model)
+    if fast:
+        from pixlm.fast import optimize_recommended
+
+        optimize_recommended(pipeline)
     name = Path(model).resolve().name if model is not None else BUNDLED
     app = build_app(pipeline, model_name=kwargs.pop("model_name", None) or name, **kwargs)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
