@@ -41,6 +41,7 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 
+from pixlm.models.layers import resolve_prepared
 from pixlm.sampling.cfg import concat_prepared, pad_to
 from pixlm.sampling.maskgit import commit_step
 
@@ -141,10 +142,7 @@ class FastGenerator(nn.Module):
 
     def forward(self, tokens: torch.Tensor, text: torch.Tensor | None = None, text_mask: torch.Tensor | None = None,
                 prepared: dict | None = None) -> torch.Tensor:
-        if prepared is None:
-            if text is None or text_mask is None:
-                raise ValueError("pass text states and mask, or prepared=prepare_text(...)")
-            prepared = self.prepare_text(text, text_mask)
+        prepared = resolve_prepared(self, text, text_mask, prepared)
         with self._autocast():
             return self.inner(tokens, prepared=prepared)
 

@@ -25,6 +25,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from pixlm.models.layers import resolve_prepared
+
 BF16 = torch.bfloat16
 ROWS_HINT = 128  # oneDNN picks its blocking for this many rows; any row count works (batch 1 with CFG: 2 × 64)
 
@@ -152,10 +154,7 @@ class PackedMaskedTransformer(nn.Module):
     def forward(self, tokens: torch.Tensor, text: torch.Tensor | None = None, text_mask: torch.Tensor | None = None,
                 prepared: dict | None = None) -> torch.Tensor:
         """tokens (B, N) → float32 logits (B, N, vocab_size)."""
-        if prepared is None:
-            if text is None or text_mask is None:
-                raise ValueError("pass text states and mask, or prepared=prepare_text(...)")
-            prepared = self.prepare_text(text, text_mask)
+        prepared = resolve_prepared(self, text, text_mask, prepared)
         mask = prepared["mask"]  # (B, S) True = attend
         # additive attention bias (B, 1, 1, S); a finite minimum so a fully masked row cannot give NaN
         bias = torch.zeros(mask.shape, dtype=BF16).masked_fill_(~mask, torch.finfo(BF16).min)[:, None, None, :]

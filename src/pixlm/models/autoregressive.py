@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pixlm.checkpoint import Pretrained
-from pixlm.models.layers import MLP, Attention, init_weights
+from pixlm.models.layers import MLP, Attention, init_weights, resolve_prepared
 
 
 @dataclass
@@ -123,10 +123,7 @@ class AutoregressiveTransformer(nn.Module, Pretrained):
     def forward(self, tokens: torch.Tensor, text: torch.Tensor | None = None, text_mask: torch.Tensor | None = None,
                 prepared: dict | None = None) -> torch.Tensor:
         """Teacher forcing: tokens (B, T ≤ N) → logits (B, T, vocab_size); row ``i`` predicts token ``i``."""
-        if prepared is None:
-            if text is None or text_mask is None:
-                raise ValueError("pass text states and mask, or prepared=prepare_text(...)")
-            prepared = self.prepare_text(text, text_mask)
+        prepared = resolve_prepared(self, text, text_mask, prepared)
         if not 1 <= tokens.shape[1] <= self.config.num_tokens:
             raise ValueError(f"got {tokens.shape[1]} tokens; the model writes 1..{self.config.num_tokens}")
         return self._run(self._inputs(tokens), prepared, None, 0)

@@ -17,6 +17,16 @@ def init_weights(m: nn.Module) -> None:
         nn.init.normal_(m.weight, std=0.02)
 
 
+def resolve_prepared(model, text: torch.Tensor | None, text_mask: torch.Tensor | None,
+                     prepared: dict | None) -> dict:
+    """``prepared`` if given, else ``model.prepare_text(text, text_mask)`` (the generators' forward prologue)."""
+    if prepared is not None:
+        return prepared
+    if text is None or text_mask is None:
+        raise ValueError("pass text states and mask, or prepared=prepare_text(...)")
+    return model.prepare_text(text, text_mask)
+
+
 def matmul_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
     """softmax(q kᵀ / √d) v with two plain matmuls; ``attn_mask`` is boolean, True = attend.
 

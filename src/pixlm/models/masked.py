@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pixlm.checkpoint import Pretrained
-from pixlm.models.layers import Block, init_weights
+from pixlm.models.layers import Block, init_weights, resolve_prepared
 
 CONDITIONINGS = ("cross", "prefix")
 
@@ -75,10 +75,7 @@ class MaskedTransformer(nn.Module, Pretrained):
     def forward(self, tokens: torch.Tensor, text: torch.Tensor | None = None, text_mask: torch.Tensor | None = None,
                 prepared: dict | None = None) -> torch.Tensor:
         """tokens (B, N) with ``mask_id`` at masked places → logits (B, N, vocab_size)."""
-        if prepared is None:
-            if text is None or text_mask is None:
-                raise ValueError("pass text states and mask, or prepared=prepare_text(...)")
-            prepared = self.prepare_text(text, text_mask)
+        prepared = resolve_prepared(self, text, text_mask, prepared)
         x = self.tok_emb(tokens) + self.pos_emb  # (B, N, C)
         n = x.shape[1]
         if self.config.conditioning == "cross":
