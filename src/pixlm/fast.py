@@ -231,7 +231,8 @@ class Autocast(nn.Module):
     ``cast_weights`` also keeps a bfloat16 copy of the module's weights, made once: autocast does not
     cache its casts for weights that need no gradient, so otherwise every call copies every weight (for
     MiniLM's 22M parameters that was most of the text encoder's time at batch 1). ``packed`` (CPU) runs a
-    bfloat16 copy whose linears are :class:`pixlm.packed.PackedLinear` instead, without autocast. Other
+    bfloat16 copy made by :func:`pixlm.packed.pack_module` instead, without autocast (a fused
+    :class:`~pixlm.packed.PackedBertModel` for BERT encoders, else packed linears in place). Other
     attributes read through to ``module`` (e.g. a Hugging Face model's ``config``).
     """
 
@@ -239,15 +240,18 @@ class Autocast(nn.Module):
         super().__init__()
         # a bfloat16 copy: the float32 module may be shared (another pipeline, a cache), so it is never changed
         if packed:  # bf16 copy with oneDNN-packed linears (pixlm.packed); all bf16, so no autocast is needed
-            from pixlm.packed import pack_linears
+            from pixlm.packed import pack_module
 
-            self.module = pack_linears(module)
+            self.module = pack_module(module)
         else:
             self.module = copy.deepcopy(module).to(torch.bfloat16) if cast_weights else module
         self.device_type = device_type
         self.packed = packed
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if self.packed:  # a bfloat16 network takes bfloat16 inputs (token ids pass unchanged)
+            args = tuple(a.to(torch.bfloat16) if isinstance(a, torch.Tensor) and a.is_floating_point() else a
+                         for a in args)
         with torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=not self.packed):
             out = self.module(*args, **kwargs)
         if isinstance(out, torch.Tensor):
@@ -330,9 +334,10 @@ def optimize(pipe: Any, *, threads: int | None = None, int8: bool = False, bf16:
     generator (CPU only; ``int8_skip`` names layers to keep in fp32, e.g. ``("head",)``). channels_last:
     the VQ decoder's convolutions in NHWC layout. bf16: text encoder, generator and decoder in bfloat16.
     fixed_loop, compile, cuda_graphs: see the module docstring (masked generators only; cuda_graphs
-    needs CUDA). packed: with bf16 on CPU, run the generator and the text encoder as bfloat16 copies with
-    oneDNN-packed, fused linears (``pixlm.packed``) instead of under autocast; None (default) does so where
-    oneDNN supports it and the generator is a cross-conditioned masked transformer.
+    needs CUDA). packed: with bf16 on CPU, run the generator, the text encoder and the VQ decoder as bfloat16
+    copies with oneDNN-packed, fused linears and convolutions (``pixlm.packed``) instead of under autocast;
+    None (default) does so where oneDNN supports it (the generator only when it is a cross-conditioned
+    masked transformer).
     """
     for name, flag in (("int8", int8), ("bf16", bf16), ("compile", compile), ("cuda_graphs", cuda_graphs),
                        ("fixed_loop", fixed_loop), ("channels_last", channels_last)):
@@ -368,8 +373,8 @@ def optimize(pipe: Any, *, threads: int | None = None, int8: bool = False, bf16:
                          f"the CPU (it is on {device}) and oneDNN bf16 support (pixlm.packed.packing_supported)")
     if packed and not (int8 or gen_packable):
         raise ValueError(f"packed=True packs cross-conditioned masked generators; this one is {gen.kind!r}")
-    pack_text = cpu_bf16 if packed is None else packed
-    pack_gen = pack_text and gen_packable  # with int8 the generator stays int8 and bf16 covers the rest
+    pack_cpu = cpu_bf16 if packed is None else packed
+    pack_gen = pack_cpu and gen_packable  # with int8 the generator stays int8 and bf16 covers the rest
     if int8:
         gen = quantize_int8(gen, int8_skip)
     if pack_gen:  # a bf16 copy with fused, packed linears; erf GELU and SDPA inside (see pixlm.packed)
@@ -386,15 +391,15 @@ def optimize(pipe: Any, *, threads: int | None = None, int8: bool = False, bf16:
     if channels_last:
         pipe.vq.to(memory_format=torch.channels_last)
     if bf16:
-        pipe.vq.decoder = Autocast(pipe.vq.decoder, next(pipe.vq.parameters()).device.type)
+        pipe.vq.decoder = Autocast(pipe.vq.decoder, next(pipe.vq.parameters()).device.type, packed=pack_cpu)
         text = pipe.text_encoder
         if isinstance(getattr(text, "model", None), nn.Module):
-            text.model = Autocast(text.model, text.device.type, cast_weights=True, packed=pack_text)
+            text.model = Autocast(text.model, text.device.type, cast_weights=True, packed=pack_cpu)
             text._cache.clear()  # states cached in fp32 would mix with bf16 ones
     pipe.fast_settings = {"threads": torch.get_num_threads(), "int8": int8, "bf16": bf16, "compile": compile,
                           "cuda_graphs": cuda_graphs, "fixed_loop": wants_wrapper and gen.fixed_loop,
-                          "channels_last": channels_last, "packed_generator": pack_gen,
-                          "packed_text_encoder": pack_text and isinstance(getattr(pipe.text_encoder, "model", None), nn.Module)}
+                          "channels_last": channels_last, "packed_generator": pack_gen, "packed_decoder": pack_cpu,
+                          "packed_text_encoder": pack_cpu and isinstance(getattr(pipe.text_encoder, "model", None), nn.Module)}
     return pipe
 
 

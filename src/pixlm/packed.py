@@ -19,6 +19,7 @@ falls back to autocast elsewhere. Results agree with the float32 network to bflo
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -79,6 +80,48 @@ class PackedLinear(nn.Module):
         out, inp = self.weight.shape
         return f"in={inp}, out={out}, activation={self.activation}" + (
             f" ({self.approximate})" if self.activation == "gelu" else "")
+
+
+def _pair(v: Any) -> list[int]:
+    return [int(v), int(v)] if isinstance(v, int) else [int(x) for x in v]
+
+
+class PackedConv2d(nn.Module):
+    """A 2-D convolution in bfloat16 on a weight reordered once for oneDNN (``nn.Conv2d`` under autocast
+    re-casts and re-blocks its weight on every call: 184 against 127 µs for a 128-channel 3×3 conv on an 8×8
+    map). Output is channels-last; any batch size and input size work."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, stride: Any = 1, padding: Any = 0,
+                 dilation: Any = 1, groups: int = 1) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight.detach().to(BF16).contiguous())
+        self.register_buffer("bias", None if bias is None else bias.detach().to(BF16).contiguous())
+        self.stride, self.padding, self.dilation = (_pair(v) for v in (stride, padding, dilation))
+        self.groups = groups
+        self.packed = self._pack()  # opaque, as PackedLinear.packed
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d) -> "PackedConv2d":
+        if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+            raise ValueError(f"PackedConv2d needs numeric zero padding; got padding={conv.padding!r}, "
+                             f"padding_mode={conv.padding_mode!r}")
+        return cls(conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+    def _pack(self) -> torch.Tensor:  # input size None: a layout that serves every input size
+        return torch._C._nn.mkldnn_reorder_conv2d_weight(self.weight.to_mkldnn(), self.padding, self.stride,
+                                                         self.dilation, self.groups, None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mkldnn._convolution_pointwise(x, self.packed, self.bias, self.padding, self.stride,
+                                                       self.dilation, self.groups, "none", [], "")
+
+    def __deepcopy__(self, memo: dict) -> "PackedConv2d":
+        return PackedConv2d(self.weight.clone(), None if self.bias is None else self.bias.clone(), self.stride,
+                            self.padding, self.dilation, self.groups)
+
+    def extra_repr(self) -> str:
+        o, i, kh, kw = self.weight.shape
+        return f"{i * self.groups}, {o}, kernel=({kh}, {kw}), stride={self.stride}, padding={self.padding}"
 
 
 def _norm(ln: nn.LayerNorm) -> nn.LayerNorm:
@@ -168,17 +211,103 @@ class PackedMaskedTransformer(nn.Module):
                            "before optimising it")
 
 
-__all__ = ["PackedLinear", "PackedMaskedTransformer", "packing_supported"]
+def bert_packable(model: nn.Module) -> bool:
+    """Whether ``model`` is a Hugging Face ``BertModel`` that :class:`PackedBertModel` reproduces: an encoder
+    with absolute positions and exact (erf) GELU, as all-MiniLM-L6-v2."""
+    cfg = getattr(model, "config", None)
+    return (type(model).__name__ == "BertModel" and getattr(cfg, "model_type", None) == "bert"
+            and getattr(cfg, "hidden_act", None) == "gelu" and not getattr(cfg, "is_decoder", False)
+            and getattr(cfg, "position_embedding_type", None) in (None, "absolute"))
 
 
-def pack_linears(module: nn.Module) -> nn.Module:
-    """A bfloat16 copy of ``module`` with every ``nn.Linear`` replaced by a :class:`PackedLinear` (for any
-    network whose linears are called as modules, e.g. a Hugging Face text encoder); ``module`` is unchanged."""
-    import copy
+class PackedBertModel(nn.Module):
+    """Inference copy of a Hugging Face ``BertModel`` (pixlm's MiniLM text encoder) in bfloat16.
 
+    Same call as the original for what pixlm uses (``input_ids``, ``attention_mask``, ``token_type_ids``)
+    and the same ``last_hidden_state`` (in bfloat16; ``pixlm.fast.Autocast`` hands back float32). Per layer,
+    seven fused ops instead of transformers' generic path: q, k and v as one packed linear (1/√d folded into
+    q), SDPA, the output projection with its residual add fused, LayerNorm, the first MLP linear with its
+    erf GELU fused, the second with its residual add fused, LayerNorm. Measured on MiniLM at batch 1 (14
+    tokens, 2 threads, AMD EPYC with avx512_bf16): 4.3 ms against 7.2 ms for the same network with packed
+    linears inside transformers' modules. No pooler, no dropout, no caches: an encoder for inference only.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        if not bert_packable(model):
+            raise ValueError(f"PackedBertModel reproduces BERT encoders with absolute positions and erf GELU; got "
+                             f"{type(model).__name__} (hidden_act={getattr(model.config, 'hidden_act', None)!r})")
+        self.config = model.config
+        emb = model.embeddings
+        self.word = nn.Embedding.from_pretrained(emb.word_embeddings.weight.detach().to(BF16))
+        self.register_buffer("pos", emb.position_embeddings.weight.detach().to(BF16))
+        self.register_buffer("token_type", emb.token_type_embeddings.weight.detach().to(BF16))
+        self.emb_norm = _norm(emb.LayerNorm)
+        self.layers = nn.ModuleList(_PackedBertLayer(layer) for layer in model.encoder.layer)
+        self.requires_grad_(False).eval()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None) -> Any:
+        from transformers.modeling_outputs import BaseModelOutput
+
+        b, t = input_ids.shape
+        if t > self.pos.shape[0]:
+            raise ValueError(f"{t} tokens exceed the encoder's {self.pos.shape[0]} positions")
+        x = self.word(input_ids) + self.pos[:t]
+        x = x + (self.token_type[0] if token_type_ids is None else F.embedding(token_type_ids, self.token_type))
+        x = self.emb_norm(x)
+        bias = None
+        if attention_mask is not None and not bool(attention_mask.all()):  # padded batch: mask the padding out
+            keep = attention_mask.bool()
+            bias = torch.zeros(keep.shape, dtype=BF16).masked_fill_(~keep, torch.finfo(BF16).min)[:, None, None, :]
+        for layer in self.layers:
+            x = layer(x, bias)
+        return BaseModelOutput(last_hidden_state=x)
+
+
+class _PackedBertLayer(nn.Module):
+    """One post-norm BERT layer (``BertLayer``) with packed, fused linears."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        att = layer.attention.self
+        self.heads = att.num_attention_heads
+        scale = (att.query.weight.shape[0] // self.heads) ** -0.5
+        self.qkv = PackedLinear(torch.cat([att.query.weight * scale, att.key.weight, att.value.weight]),
+                                torch.cat([att.query.bias * scale, att.key.bias, att.value.bias]))
+        self.out = PackedLinear.from_linear(layer.attention.output.dense)
+        self.norm1 = _norm(layer.attention.output.LayerNorm)
+        self.fc1 = PackedLinear.from_linear(layer.intermediate.dense, activation="gelu", approximate="none")
+        self.fc2 = PackedLinear.from_linear(layer.output.dense)
+        self.norm2 = _norm(layer.output.LayerNorm)
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.heads, -1).permute(2, 0, 3, 1, 4)  # each (B, H, T, Dh)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=1.0).transpose(1, 2).reshape(b, t, d)
+        x = self.norm1(self.out(y, add=x))
+        return self.norm2(self.fc2(self.fc1(x), add=x))
+
+
+__all__ = ["PackedLinear", "PackedConv2d", "PackedMaskedTransformer", "PackedBertModel", "bert_packable",
+           "packing_supported", "pack_layers", "pack_module"]
+
+
+def pack_layers(module: nn.Module) -> nn.Module:
+    """A bfloat16 copy of ``module`` with every ``nn.Linear`` replaced by a :class:`PackedLinear` and every
+    zero-padded ``nn.Conv2d`` by a :class:`PackedConv2d` (for any network that calls its layers as modules:
+    a Hugging Face text encoder, the VQ decoder); ``module`` is unchanged."""
     out = copy.deepcopy(module).to(BF16).requires_grad_(False).eval()
     for parent in list(out.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Linear):
                 setattr(parent, name, PackedLinear.from_linear(child))
+            elif isinstance(child, nn.Conv2d) and child.padding_mode == "zeros" and not isinstance(child.padding, str):
+                setattr(parent, name, PackedConv2d.from_conv(child))
     return out
+
+
+def pack_module(module: nn.Module) -> nn.Module:
+    """The fastest packed bfloat16 copy of ``module`` for inference: :class:`PackedBertModel` for BERT
+    encoders (MiniLM), else :func:`pack_layers`; ``module`` is unchanged."""
+    return PackedBertModel(module) if bert_packable(module) else pack_layers(module)
