@@ -346,3 +346,24 @@ def test_optimize_recommended_and_generate_fast_cli(tmp_path):
         outs.append(sorted((tmp_path / run).glob("*-0?.png")))
     assert len(outs[0]) == 2
     assert [p.read_bytes() for p in outs[0]] == [p.read_bytes() for p in outs[1]]  # same seed, same images
+
+
+def test_fixed_loop_reuses_the_unconditional_first_step(monkeypatch):
+    """Step 0's unconditional rows (all tokens masked, the same negative prompt) are computed once and reused;
+    the tokens equal those of a loop that recomputes them."""
+    pipe = optimize(tiny_pipeline(), fixed_loop=True)
+    gen = pipe.generator
+    a = _gen(pipe, seed=4)
+    assert len(gen._first_uncond) == 1
+    logits = next(iter(gen._first_uncond.values()))[1]
+    assert logits.shape == (1, gen.config.num_tokens, gen.config.vocab_size)
+    b = _gen(pipe, seed=4)  # the same (default, empty) negative prompt: a cache hit
+    assert torch.equal(a.tokens, b.tokens) and next(iter(gen._first_uncond.values()))[1] is logits
+    _gen(pipe, seed=4, negative_prompt="blurry")  # another negative prompt: recomputed, kept instead
+    assert len(gen._first_uncond) == 1 and next(iter(gen._first_uncond.values()))[1] is not logits
+    monkeypatch.setattr(gen, "first_uncond_logits", lambda *args: None)  # recompute step 0 in full
+    assert torch.equal(_gen(pipe, seed=4).tokens, a.tokens)
+    monkeypatch.undo()
+    with torch.no_grad():  # a negative prompt per image: the unconditional rows differ, nothing to reuse
+        states, mask = pipe.text_encoder.encode(["blurry", "dark"])
+        assert gen.first_uncond_logits(pad_prepared(gen.prepare_text(states, mask), 16), 64) is None

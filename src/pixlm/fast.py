@@ -52,26 +52,29 @@ TEXT_BUCKET = 16  # fixed-loop text lengths are padded up to a multiple of this 
 def fixed_maskgit_loop(model: Callable[..., torch.Tensor], prepared: dict, tokens: torch.Tensor,
                        u_token: torch.Tensor, u_choice: torch.Tensor, *, mask_id: int, steps: int,
                        guidance_scale: float, use_cfg: bool, temperature: float,
-                       choice_temperature: float, revise_margin: float | None = None) -> torch.Tensor:
+                       choice_temperature: float, revise_margin: float | None = None,
+                       first_uncond: torch.Tensor | None = None) -> torch.Tensor:
     """MaskGIT decoding with fixed shapes and no host syncs: (B, N) start tokens → (B, N) tokens.
 
     ``prepared`` is ``model.prepare_text`` output (conditional rows then unconditional ones when
     ``use_cfg``); ``u_token`` and ``u_choice`` are (steps, B, N) uniforms in (0, 1) that replace the
     sampler's random draws. Schedule, guidance, temperatures and the commit rule (``commit_step``) follow
-    ``MaskGITSampler``.
+    ``MaskGITSampler``. ``first_uncond``: the unconditional rows' step-0 logits, (1 or B, N, V), when the
+    caller already has them (see ``FastGenerator``); step 0 then runs the conditional rows only.
     """
     to_fill = (tokens == mask_id).sum(1).float()  # (B,)
     # all steps' commit noise in one op (per-step ops cost more in launches than in arithmetic at these sizes)
     gumbels = -torch.log(-torch.log(u_choice)) if choice_temperature > 0 else None  # (steps, B, N)
+    inv_t = 1.0 / max(temperature, 1e-4)
     for i in range(steps):
-        x = torch.cat([tokens, tokens]) if use_cfg else tokens
-        logits = model(x, prepared=prepared).float()  # (B or 2B, N, V)
-        inv_t = 1.0 / max(temperature, 1e-4)
-        if use_cfg:
-            c, u = logits.chunk(2)
+        if use_cfg and i == 0 and first_uncond is not None:
+            c = model(tokens, prepared=take_rows(prepared, 0, tokens.shape[0])).float()
+            logits = torch.lerp(first_uncond.expand_as(c), c, guidance_scale).mul_(inv_t)
+        elif use_cfg:
+            c, u = model(torch.cat([tokens, tokens]), prepared=prepared).float().chunk(2)  # (B, N, V) each
             logits = torch.lerp(u, c, guidance_scale).mul_(inv_t)  # (u + scale · (c − u)) / T, one new tensor
         else:
-            logits = logits * inv_t  # never in place: the model's output may be a view of its own state
+            logits = model(tokens, prepared=prepared).float() * inv_t  # not in place: may be the model's own state
         probs = torch.softmax(logits, dim=-1)  # (B, N, V)
         cdf = probs.cumsum(-1)
         target = (u_token[i] * cdf[..., -1]).unsqueeze(-1)  # (B, N, 1), scaled so rounding cannot overrun
@@ -90,6 +93,21 @@ def draw_uniforms(steps: int, batch: int, n: int, generator: torch.Generator | N
     if pin:
         u = u.pin_memory()
     return u[0], u[1]
+
+
+def take_rows(prepared: dict, start: int, stop: int) -> dict:
+    """Rows ``start:stop`` of ``prepare_text`` output (views; every tensor in it is batch-first)."""
+    out: dict = {}
+    for key, value in prepared.items():
+        if isinstance(value, torch.Tensor):
+            out[key] = value[start:stop]
+        else:  # "kv": a list of per-layer (k, v)
+            out[key] = [tuple(t[start:stop] for t in pair) for pair in value]
+    return out
+
+
+def _tensors(prepared: dict) -> list[torch.Tensor]:
+    return [t for v in prepared.values() for t in ([v] if isinstance(v, torch.Tensor) else [x for p in v for x in p])]
 
 
 def pad_prepared(prepared: dict, length: int) -> dict:
@@ -125,6 +143,7 @@ class FastGenerator(nn.Module):
         self.compile = compile
         self.cuda_graphs = cuda_graphs
         self._loops: dict[tuple, Any] = {}  # shape key → compiled loop or captured graph
+        self._first_uncond: dict[tuple, tuple[list[torch.Tensor], torch.Tensor]] = {}  # see first_uncond_logits
 
     @property
     def pos_emb(self) -> torch.Tensor:  # the sampler reads the device from here
@@ -170,12 +189,37 @@ class FastGenerator(nn.Module):
         key = (batch, prepared["mask"].shape[1], tuple(sorted(opts.items())))
         if self.cuda_graphs:
             return self._graph(key, args, opts)
-        if self.compile:
+        if self.compile:  # (the compiled loop and the graphs keep one fixed shape per step: no step-0 shortcut)
             if key not in self._loops:
                 mode = "reduce-overhead" if device.type == "cuda" else None
                 self._loops[key] = torch.compile(self._run_loop, mode=mode, dynamic=False)
             return self._loops[key](*args, **opts).clone()
-        return self._run_loop(*args, **opts)
+        first = self.first_uncond_logits(take_rows(prepared, batch, 2 * batch), cfg.mask_id) if use_cfg else None
+        return self._run_loop(*args, **opts, first_uncond=first)
+
+    def first_uncond_logits(self, uncond: dict, mask_id: int) -> torch.Tensor | None:
+        """The unconditional rows' logits at step 0, (1, N, V), kept for the latest negative prompt (per text
+        length bucket).
+
+        At step 0 every position is masked, so those rows see the same input on every call with the same
+        negative prompt (usually the empty one): half of step 0's work can be reused instead of recomputed.
+        None when the rows differ from each other (a negative prompt per image). Exact: the same network on
+        the same input (up to the rounding of a smaller batch).
+        """
+        leaves = _tensors(uncond)
+        if any(not bool((t == t[:1]).all()) for t in leaves):
+            return None
+        rows = [t[:1] for t in leaves]
+        key = tuple(tuple(t.shape) for t in rows)
+        hit = self._first_uncond.get(key)
+        if hit is not None and all(torch.equal(a, b) for a, b in zip(hit[0], rows)):
+            return hit[1]
+        tokens = torch.full((1, self.config.num_tokens), mask_id, dtype=torch.long, device=rows[0].device)
+        logits = self(tokens, prepared=take_rows(uncond, 0, 1)).float()
+        if key not in self._first_uncond and len(self._first_uncond) >= 8:  # bounded: drop the oldest bucket
+            self._first_uncond.pop(next(iter(self._first_uncond)))
+        self._first_uncond[key] = ([t.clone() for t in rows], logits)
+        return logits
 
     def _run_loop(self, prepared: dict, tokens: torch.Tensor, u_tok: torch.Tensor, u_choice: torch.Tensor,
                   **opts: Any) -> torch.Tensor:
