@@ -63,7 +63,11 @@ def _tiny_masked(conditioning: str = "cross") -> MaskedTransformer:
                                           conditioning=conditioning)).eval()
 
 
-def test_packed_transformer_matches_fp32_network():
+@pytest.mark.parametrize("matmul_attention", [False, True])
+def test_packed_transformer_matches_fp32_network(matmul_attention, monkeypatch):
+    if matmul_attention:  # the large-batch attention path (two matmuls), forced at this small batch
+        monkeypatch.setattr("pixlm.packed.MATMUL_SELF_ROWS", 1)
+        monkeypatch.setattr("pixlm.packed.MATMUL_CROSS_ROWS", 1)
     model = _tiny_masked()
     for p in model.parameters():  # larger-than-init weights so the blocks do real work
         p.data.normal_(0, 0.2)

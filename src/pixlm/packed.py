@@ -130,6 +130,25 @@ def _norm(ln: nn.LayerNorm) -> nn.LayerNorm:
     return out.to(BF16)
 
 
+# Attention by two matmuls and a softmax beats the fused SDPA kernel once the batch is large (measured on the
+# 2-core AMD EPYC, bf16, 4 heads of 48 over 64 tokens): self-attention 602 against 920 µs at 16 rows (batch 8
+# with CFG) and 6.0 against 10.9 ms at 128, but 208 against 139 µs at 2; cross-attention to 16 text positions
+# only from 128 rows (4.5 against 5.9 ms). Below these row counts SDPA wins.
+MATMUL_SELF_ROWS = 8
+MATMUL_CROSS_ROWS = 64
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None,
+              matmul: bool) -> torch.Tensor:
+    """softmax(q kᵀ + bias) v over (B, H, ·, Dh) tensors; the 1/√d scale is already in q."""
+    if not matmul:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=1.0)
+    scores = q @ k.transpose(-1, -2)
+    if bias is not None:
+        scores = scores.add_(bias)
+    return torch.softmax(scores, dim=-1) @ v
+
+
 class PackedBlock(nn.Module):
     """``layers.Block`` (pre-norm self-attention, cross-attention to the text, MLP) with packed, fused linears."""
 
@@ -160,10 +179,10 @@ class PackedBlock(nn.Module):
         b, n, d = x.shape
         h = self.heads
         q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, h, -1).permute(2, 0, 3, 1, 4)  # each (B, H, N, Dh)
-        y = F.scaled_dot_product_attention(q, k, v, scale=1.0)  # (B, H, N, Dh); the scale is in q's weights
+        y = attention(q, k, v, None, b >= MATMUL_SELF_ROWS)  # (B, H, N, Dh); the scale is in q's weights
         x = self.out1(y.transpose(1, 2).reshape(b, n, d), add=x)
         q = self.cross_q(self.norm2(x)).view(b, n, h, -1).transpose(1, 2)
-        y = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=bias, scale=1.0)
+        y = attention(q, kv[0], kv[1], bias, b >= MATMUL_CROSS_ROWS)
         x = self.out2(y.transpose(1, 2).reshape(b, n, d), add=x)
         return self.fc2(self.fc1(self.norm3(x)), add=x)
 
