@@ -97,17 +97,7 @@ def draw_uniforms(steps: int, batch: int, n: int, generator: torch.Generator | N
 
 def take_rows(prepared: dict, start: int, stop: int) -> dict:
     """Rows ``start:stop`` of ``prepare_text`` output (views; every tensor in it is batch-first)."""
-    out: dict = {}
-    for key, value in prepared.items():
-        if isinstance(value, torch.Tensor):
-            out[key] = value[start:stop]
-        else:  # "kv": a list of per-layer (k, v)
-            out[key] = [tuple(t[start:stop] for t in pair) for pair in value]
-    return out
-
-
-def _tensors(prepared: dict) -> list[torch.Tensor]:
-    return [t for v in prepared.values() for t in ([v] if isinstance(v, torch.Tensor) else [x for p in v for x in p])]
+    return _map_tree(lambda t: t[start:stop], prepared)
 
 
 def pad_prepared(prepared: dict, length: int) -> dict:
@@ -248,14 +238,26 @@ class FastGenerator(nn.Module):
         return out.clone()
 
 
-def _clone_tree(x: Any) -> Any:
+def _map_tree(fn: Callable[[torch.Tensor], Any], x: Any) -> Any:
+    """``fn`` applied to every tensor in nested dicts, lists and tuples (e.g. ``prepare_text`` output)."""
     if isinstance(x, torch.Tensor):
-        return x.clone()
+        return fn(x)
     if isinstance(x, dict):
-        return {k: _clone_tree(v) for k, v in x.items()}
+        return {k: _map_tree(fn, v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return type(x)(_clone_tree(v) for v in x)
+        return type(x)(_map_tree(fn, v) for v in x)
     return x
+
+
+def _tensors(x: Any) -> list[torch.Tensor]:
+    """Every tensor in nested dicts, lists and tuples, in order."""
+    out: list[torch.Tensor] = []
+    _map_tree(out.append, x)
+    return out
+
+
+def _clone_tree(x: Any) -> Any:
+    return _map_tree(torch.Tensor.clone, x)
 
 
 def _copy_tree(dst: Any, src: Any) -> None:

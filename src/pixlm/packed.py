@@ -100,9 +100,14 @@ class PackedConv2d(nn.Module):
         self.groups = groups
         self.packed = self._pack()  # opaque, as PackedLinear.packed
 
+    @staticmethod
+    def supports(conv: nn.Conv2d) -> bool:
+        """Whether ``conv`` has the numeric zero padding oneDNN's packed convolution takes."""
+        return conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
+
     @classmethod
     def from_conv(cls, conv: nn.Conv2d) -> "PackedConv2d":
-        if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+        if not cls.supports(conv):
             raise ValueError(f"PackedConv2d needs numeric zero padding; got padding={conv.padding!r}, "
                              f"padding_mode={conv.padding_mode!r}")
         return cls(conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
@@ -122,6 +127,11 @@ class PackedConv2d(nn.Module):
     def extra_repr(self) -> str:
         o, i, kh, kw = self.weight.shape
         return f"{i * self.groups}, {o}, kernel=({kh}, {kw}), stride={self.stride}, padding={self.padding}"
+
+
+def _attention_bias(keep: torch.Tensor) -> torch.Tensor:
+    """(B, S) True = attend → additive bias (B, 1, 1, S); a finite minimum, so a fully masked row gives no NaN."""
+    return torch.zeros(keep.shape, dtype=BF16).masked_fill_(~keep, torch.finfo(BF16).min)[:, None, None, :]
 
 
 def _norm(ln: nn.LayerNorm) -> nn.LayerNorm:
@@ -217,9 +227,7 @@ class PackedMaskedTransformer(nn.Module):
                 prepared: dict | None = None) -> torch.Tensor:
         """tokens (B, N) → float32 logits (B, N, vocab_size)."""
         prepared = resolve_prepared(self, text, text_mask, prepared)
-        mask = prepared["mask"]  # (B, S) True = attend
-        # additive attention bias (B, 1, 1, S); a finite minimum so a fully masked row cannot give NaN
-        bias = torch.zeros(mask.shape, dtype=BF16).masked_fill_(~mask, torch.finfo(BF16).min)[:, None, None, :]
+        bias = _attention_bias(prepared["mask"])  # mask (B, S): True = attend
         x = self.tok_emb(tokens) + self.pos_emb  # (B, N, C)
         for blk, kv in zip(self.blocks, prepared["kv"]):
             x = blk(x, kv, bias)
@@ -277,8 +285,7 @@ class PackedBertModel(nn.Module):
         x = self.emb_norm(x)
         bias = None
         if attention_mask is not None and not bool(attention_mask.all()):  # padded batch: mask the padding out
-            keep = attention_mask.bool()
-            bias = torch.zeros(keep.shape, dtype=BF16).masked_fill_(~keep, torch.finfo(BF16).min)[:, None, None, :]
+            bias = _attention_bias(attention_mask.bool())
         for layer in self.layers:
             x = layer(x, bias)
         return BaseModelOutput(last_hidden_state=x)
@@ -321,7 +328,7 @@ def pack_layers(module: nn.Module) -> nn.Module:
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Linear):
                 setattr(parent, name, PackedLinear.from_linear(child))
-            elif isinstance(child, nn.Conv2d) and child.padding_mode == "zeros" and not isinstance(child.padding, str):
+            elif isinstance(child, nn.Conv2d) and PackedConv2d.supports(child):
                 setattr(parent, name, PackedConv2d.from_conv(child))
     return out
 
