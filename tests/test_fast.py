@@ -334,8 +334,13 @@ def test_optimize_recommended_and_generate_fast_cli(tmp_path):
     from pixlm.cli import app
     from pixlm.fast import optimize_recommended
 
+    from pixlm.packed import packing_supported
+
     pipe = optimize_recommended(tiny_pipeline())
-    assert pipe.fast_settings["bf16"] and pipe.fast_settings["fixed_loop"] and pipe.fast_settings["channels_last"]
+    assert pipe.fast_settings["fixed_loop"] and pipe.fast_settings["channels_last"]
+    # bf16 only where the CPU has bf16 arithmetic (emulated bf16 is slower than float32); packed where oneDNN runs
+    assert pipe.fast_settings["bf16"] == packing_supported(torch.bfloat16)
+    assert pipe.fast_settings["packed_generator"] == packing_supported(torch.float32)
     tiny_pipeline().save_pretrained(tmp_path / "m")
     runner = CliRunner()
     outs = []
@@ -346,6 +351,19 @@ def test_optimize_recommended_and_generate_fast_cli(tmp_path):
         outs.append(sorted((tmp_path / run).glob("*-0?.png")))
     assert len(outs[0]) == 2
     assert [p.read_bytes() for p in outs[0]] == [p.read_bytes() for p in outs[1]]  # same seed, same images
+
+
+def test_optimize_recommended_keeps_float32_on_cpus_without_bf16(monkeypatch):
+    """Where bf16 would be emulated (AVX2-only CPUs, 5-6x slower than float32), --fast stays in float32."""
+    from pixlm.fast import optimize_recommended
+
+    monkeypatch.setattr("pixlm.packed.packing_supported", lambda dtype=torch.bfloat16: dtype == torch.float32)
+    pipe = optimize_recommended(tiny_pipeline())
+    settings = pipe.fast_settings
+    assert not settings["bf16"] and settings["packed_dtype"] == "float32" and settings["fixed_loop"]
+    assert pipe.generator.inner.dtype == torch.float32 and not pipe.generator.bf16
+    images = pipe.generate(["a red circle"], num_images_per_prompt=2, seed=1)
+    assert images.tokens.shape == (2, 8, 8) and int(images.tokens.max()) < pipe.generator.config.vocab_size
 
 
 def test_fixed_loop_reuses_the_unconditional_first_step(monkeypatch):

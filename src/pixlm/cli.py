@@ -157,7 +157,8 @@ def generate(
     expand: Annotated[bool, typer.Option(help="Rewrite PROMPT with the model's expander first.")] = False,
     rerank: Annotated[int, typer.Option(min=1, max=16, help="Draw N candidates per image and keep the one that "
                                         "best matches the prompt (geometric reading + detailed caption).")] = 1,
-    fast: Annotated[bool, typer.Option(help="Fastest measured inference settings (bf16, fixed-shape loop; "
+    fast: Annotated[bool, typer.Option(help="Fastest measured inference settings (fixed-shape loop; bf16 where the "
+                                       "CPU or GPU computes it natively; "
                                        "docs/speed.md): same quality on the dev prompts, other images per seed.")]
     = False,
 ) -> None:

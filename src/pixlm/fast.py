@@ -277,26 +277,28 @@ class Autocast(nn.Module):
     ``cast_weights`` also keeps a bfloat16 copy of the module's weights, made once: autocast does not
     cache its casts for weights that need no gradient, so otherwise every call copies every weight (for
     MiniLM's 22M parameters that was most of the text encoder's time at batch 1). ``packed`` (CPU) runs a
-    bfloat16 copy made by :func:`pixlm.packed.pack_module` instead, without autocast (a fused
-    :class:`~pixlm.packed.PackedBertModel` for BERT encoders, else packed linears in place). Other
-    attributes read through to ``module`` (e.g. a Hugging Face model's ``config``).
+    copy in ``dtype`` (bfloat16, or float32 on CPUs without bf16) made by :func:`pixlm.packed.pack_module`
+    instead, without autocast (a fused :class:`~pixlm.packed.PackedBertModel` for BERT encoders, else packed
+    linears in place). Other attributes read through to ``module`` (e.g. a Hugging Face model's ``config``).
     """
 
-    def __init__(self, module: nn.Module, device_type: str, cast_weights: bool = False, packed: bool = False) -> None:
+    def __init__(self, module: nn.Module, device_type: str, cast_weights: bool = False, packed: bool = False,
+                 dtype: torch.dtype = torch.bfloat16) -> None:
         super().__init__()
-        # a bfloat16 copy: the float32 module may be shared (another pipeline, a cache), so it is never changed
-        if packed:  # bf16 copy with oneDNN-packed linears (pixlm.packed); all bf16, so no autocast is needed
+        # a copy: the float32 module may be shared (another pipeline, a cache), so it is never changed
+        if packed:  # a copy with oneDNN-packed linears (pixlm.packed); all in one dtype, so no autocast is needed
             from pixlm.packed import pack_module
 
-            self.module = pack_module(module)
+            self.module = pack_module(module, dtype)
         else:
             self.module = copy.deepcopy(module).to(torch.bfloat16) if cast_weights else module
         self.device_type = device_type
         self.packed = packed
+        self.dtype = dtype
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        if self.packed:  # a bfloat16 network takes bfloat16 inputs (token ids pass unchanged)
-            args = tuple(a.to(torch.bfloat16) if isinstance(a, torch.Tensor) and a.is_floating_point() else a
+        if self.packed:  # a packed network takes inputs in its dtype (token ids pass unchanged)
+            args = tuple(a.to(self.dtype) if isinstance(a, torch.Tensor) and a.is_floating_point() else a
                          for a in args)
         with torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=not self.packed):
             out = self.module(*args, **kwargs)
@@ -380,10 +382,10 @@ def optimize(pipe: Any, *, threads: int | None = None, int8: bool = False, bf16:
     generator (CPU only; ``int8_skip`` names layers to keep in fp32, e.g. ``("head",)``). channels_last:
     the VQ decoder's convolutions in NHWC layout. bf16: text encoder, generator and decoder in bfloat16.
     fixed_loop, compile, cuda_graphs: see the module docstring (masked generators only; cuda_graphs
-    needs CUDA). packed: with bf16 on CPU, run the generator, the text encoder and the VQ decoder as bfloat16
-    copies with oneDNN-packed, fused linears and convolutions (``pixlm.packed``) instead of under autocast;
-    None (default) does so where oneDNN supports it (the generator only when it is a cross-conditioned
-    masked transformer).
+    needs CUDA). packed (CPU): run the generator and the text encoder as fused copies (``pixlm.packed``; the
+    generator only when it is a cross-conditioned masked transformer, and not with int8) — with ``bf16`` in
+    bfloat16 on oneDNN-packed weights, the VQ decoder's convolutions packed too (instead of autocast), else
+    in float32 (for CPUs without bf16 arithmetic: same numerics up to float rounding and the erf GELU). None (default): packed bfloat16 where oneDNN supports it when ``bf16``, otherwise off.
     """
     for name, flag in (("int8", int8), ("bf16", bf16), ("compile", compile), ("cuda_graphs", cuda_graphs),
                        ("fixed_loop", fixed_loop), ("channels_last", channels_last)):
@@ -403,28 +405,30 @@ def optimize(pipe: Any, *, threads: int | None = None, int8: bool = False, bf16:
         raise ValueError(f"int8=True is a CPU path (dynamic quantisation); the generator is on {device}")
     if cuda_graphs and device.type != "cuda":
         raise ValueError(f"cuda_graphs=True needs the generator on a CUDA device; it is on {device}")
-    wants_wrapper = (bf16 and not int8) or compile or cuda_graphs or fixed_loop
-    if wants_wrapper and gen.kind != "masked":
-        raise ValueError(f"bf16/fixed_loop/compile/cuda_graphs support masked generators; this one is {gen.kind!r}")
+    if (bf16 and not int8) or compile or cuda_graphs or fixed_loop:
+        if gen.kind != "masked":
+            raise ValueError(f"bf16/fixed_loop/compile/cuda_graphs support masked generators; this one is {gen.kind!r}")
 
     for module in (gen, pipe.vq, getattr(pipe.text_encoder, "model", None)):
         if isinstance(module, nn.Module):
             module.eval().requires_grad_(False)
     from pixlm import packed as packing
 
-    cpu_bf16 = bf16 and device.type == "cpu" and packing.packing_supported()
+    pack_dtype = torch.bfloat16 if bf16 else torch.float32
+    can_pack = device.type == "cpu" and packing.packing_supported(pack_dtype)
     gen_packable = not int8 and gen.kind == "masked" and getattr(gen.config, "conditioning", None) == "cross"
-    if packed and not cpu_bf16:
-        raise ValueError(f"packed=True is the CPU bf16 path: it needs bf16=True (got {bf16}), the generator on "
-                         f"the CPU (it is on {device}) and oneDNN bf16 support (pixlm.packed.packing_supported)")
+    if packed and not can_pack:
+        raise ValueError(f"packed=True is a CPU path: it needs the generator on the CPU (it is on {device}) and "
+                         f"oneDNN support for {pack_dtype} (pixlm.packed.packing_supported; bf16={bf16})")
     if packed and not (int8 or gen_packable):
         raise ValueError(f"packed=True packs cross-conditioned masked generators; this one is {gen.kind!r}")
-    pack_cpu = cpu_bf16 if packed is None else packed
-    pack_gen = pack_cpu and gen_packable  # with int8 the generator stays int8 and bf16 covers the rest
+    pack_cpu = (bf16 and can_pack) if packed is None else packed
+    pack_gen = pack_cpu and gen_packable  # with int8 the generator stays int8 and packing covers the rest
+    wants_wrapper = (bf16 and not int8) or compile or cuda_graphs or fixed_loop or pack_gen
     if int8:
         gen = quantize_int8(gen, int8_skip)
-    if pack_gen:  # a bf16 copy with fused, packed linears; erf GELU and SDPA inside (see pixlm.packed)
-        gen = packing.PackedMaskedTransformer(gen)
+    if pack_gen:  # a copy with fused, packed linears; erf GELU inside (see pixlm.packed)
+        gen = packing.PackedMaskedTransformer(gen, pack_dtype)
     elif int8 or bf16:  # numerics already change on these paths; the erf GELU is a faster kernel (see use_erf_gelu)
         use_erf_gelu(gen)
         if device.type == "cpu":  # and so is attention by plain matmuls at these sizes (see use_matmul_attention)
@@ -436,15 +440,17 @@ def optimize(pipe: Any, *, threads: int | None = None, int8: bool = False, bf16:
     pipe.generator = gen
     if channels_last:
         pipe.vq.to(memory_format=torch.channels_last)
-    if bf16:
+    if bf16:  # (a float32 packed decoder would keep its nn.Conv2d layers: nothing to gain, see pixlm.packed)
         pipe.vq.decoder = Autocast(pipe.vq.decoder, next(pipe.vq.parameters()).device.type, packed=pack_cpu)
+    if bf16 or pack_cpu:
         text = pipe.text_encoder
         if isinstance(getattr(text, "model", None), nn.Module):
-            text.model = Autocast(text.model, text.device.type, cast_weights=True, packed=pack_cpu)
-            text._cache.clear()  # states cached in fp32 would mix with bf16 ones
+            text.model = Autocast(text.model, text.device.type, cast_weights=True, packed=pack_cpu, dtype=pack_dtype)
+            text._cache.clear()  # states cached by the float32 network would mix with the new network's
     pipe.fast_settings = {"threads": torch.get_num_threads(), "int8": int8, "bf16": bf16, "compile": compile,
                           "cuda_graphs": cuda_graphs, "fixed_loop": wants_wrapper and gen.fixed_loop,
-                          "channels_last": channels_last, "packed_generator": pack_gen, "packed_decoder": pack_cpu,
+                          "channels_last": channels_last, "packed_dtype": str(pack_dtype).removeprefix("torch.")
+                          if pack_cpu else None, "packed_generator": pack_gen, "packed_decoder": pack_cpu and bf16,
                           "packed_text_encoder": pack_cpu and isinstance(getattr(pipe.text_encoder, "model", None), nn.Module)}
     return pipe
 
@@ -452,14 +458,19 @@ def optimize(pipe: Any, *, threads: int | None = None, int8: bool = False, bf16:
 def optimize_recommended(pipe: Any, threads: int | None = None) -> Any:
     """``optimize`` with the settings measured fastest for the pipeline's device (``--fast`` in the CLI).
 
-    Masked generators: bf16 (oneDNN-packed on CPUs that support it) and the fixed-shape loop, plus
-    channels_last decoding on CPU; their accuracy cost is within noise (docs/speed.md). Other generator
-    families: inference mode only.
+    Masked generators: the fixed-shape loop, and bf16 on CUDA and on CPUs with bf16 arithmetic (there
+    oneDNN-packed), with channels_last decoding on CPU; their accuracy cost is within noise (docs/speed.md).
+    CPUs without bf16 arithmetic (AVX2 only, e.g. AMD Zen 3) emulate it, 4-6x slower than float32 end to
+    end there, so they get the packed network in float32 instead. Other generator families: inference mode only.
     """
     if pipe.generator.kind != "masked":
         return optimize(pipe, threads=threads)
-    cpu = next(pipe.generator.parameters()).device.type == "cpu"
-    return optimize(pipe, threads=threads, bf16=True, fixed_loop=True, channels_last=cpu)
+    if next(pipe.generator.parameters()).device.type != "cpu":
+        return optimize(pipe, threads=threads, bf16=True, fixed_loop=True)
+    from pixlm.packed import packing_supported
+
+    return optimize(pipe, threads=threads, bf16=packing_supported(torch.bfloat16),
+                    packed=packing_supported(torch.float32) or None, fixed_loop=True, channels_last=True)
 
 
 __all__ = ["optimize", "optimize_recommended", "FastGenerator", "Autocast", "fixed_maskgit_loop", "quantize_int8", "draw_uniforms",

@@ -1,4 +1,4 @@
-"""CPU inference in bfloat16 with oneDNN-packed weights: an inference-only copy of a masked transformer.
+"""CPU inference with oneDNN-packed weights (bfloat16, or float32 on CPUs without bf16): inference-only copies.
 
 At pixlm's CPU sizes (batch 1 with CFG is 128 rows of width 192) every op is small, so a step costs what its
 ops cost to launch more than what they compute. Measured on the 2-core test machine (Xeon with AMX, torch
@@ -12,14 +12,22 @@ on a weight reordered once. This module builds that: :class:`PackedLinear` holds
   residual add fused into the linear before it (oneDNN post-ops);
 * the text's keys/values and its attention bias made once per generation (``prepare_text``).
 
-Weights and activations are bfloat16 end to end (LayerNorm accumulates in float32 inside PyTorch's kernel);
-logits are returned in float32. Needs oneDNN with bf16 support (:func:`packing_supported`); ``pixlm.fast``
-falls back to autocast elsewhere. Results agree with the float32 network to bfloat16 rounding (tested).
+Every copy computes in one ``dtype``: bfloat16 (the default; LayerNorm accumulates in float32 inside
+PyTorch's kernel) where oneDNN supports it, or float32 for CPUs without bf16 arithmetic (AVX2-only parts
+such as AMD Zen 3, where bf16 is emulated and ran 4-6x slower than float32 end to end). In float32 the
+weights stay dense and run through ``F.linear`` (MKL), with the post-ops applied after it, and convolutions
+stay ``nn.Conv2d``: on the Zen 3 oneDNN's packed float32 kernels lost to those at these sizes. What remains
+there is the structure (one q/kv linear with the scale folded in, the erf GELU, the attention kernel chosen
+per batch, MiniLM's fused layer): 3-14% less time end to end than the float32 fixed loop in our runs, with
+float32 numerics (the erf GELU is the only change, at most 5e-4 from the tanh form). Logits are returned in
+float32. :func:`packing_supported` tells which dtypes this CPU and build take. Results agree with the
+float32 network to bfloat16 rounding (bf16) or float rounding (float32) (tested).
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 import torch
@@ -32,49 +40,70 @@ BF16 = torch.bfloat16
 ROWS_HINT = 128  # oneDNN picks its blocking for this many rows; any row count works (batch 1 with CFG: 2 × 64)
 
 
-def packing_supported() -> bool:
-    """Whether this PyTorch build and CPU run oneDNN bf16 linear layers on packed weights."""
+PACK_DTYPES = (torch.bfloat16, torch.float32)
+
+
+def packing_supported(dtype: torch.dtype = BF16) -> bool:
+    """Whether this PyTorch build and CPU run the packed copies in ``dtype`` (float32: any build with oneDNN;
+    bfloat16: also a CPU with native bf16 dot products, AVX512-BF16 or AMX)."""
+    _check_dtype(dtype)
     try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        if not torch.backends.mkldnn.is_available():
+            return False
+        return dtype == torch.float32 or bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
 
 
+def _check_dtype(dtype: torch.dtype) -> None:
+    if dtype not in PACK_DTYPES:
+        raise ValueError(f"dtype={dtype} is not one of {PACK_DTYPES}")
+
+
 class PackedLinear(nn.Module):
-    """``activation(x Wᵀ + b)`` (+ ``add``) in bfloat16, W reordered once into oneDNN's blocked layout.
+    """``activation(x Wᵀ + b)`` (+ ``add``) in ``dtype``, W reordered once into oneDNN's blocked layout.
 
     ``activation`` is ``"none"`` or ``"gelu"`` (with ``approximate`` ``"none"`` or ``"tanh"``, as
     ``F.gelu``). ``forward(x, add=t)`` returns ``x Wᵀ + b + t`` in one kernel (no activation then).
     """
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, activation: str = "none",
-                 approximate: str = "none") -> None:
+                 approximate: str = "none", dtype: torch.dtype = BF16) -> None:
         super().__init__()
+        _check_dtype(dtype)
         if activation not in ("none", "gelu"):
             raise ValueError(f"activation={activation!r} is not one of ('none', 'gelu')")
         if approximate not in ("none", "tanh"):
             raise ValueError(f"approximate={approximate!r} is not one of ('none', 'tanh')")
-        self.register_buffer("weight", weight.detach().to(BF16).contiguous())  # kept dense: state_dict, copies
-        self.register_buffer("bias", None if bias is None else bias.detach().to(BF16).contiguous())
+        self.register_buffer("weight", weight.detach().to(dtype).contiguous())  # kept dense: state_dict, copies
+        self.register_buffer("bias", None if bias is None else bias.detach().to(dtype).contiguous())
         self.activation, self.approximate = activation, approximate
         # an opaque oneDNN tensor (no storage): a plain attribute, rebuilt by __deepcopy__
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(self.weight, ROWS_HINT)
+        # float32 keeps the dense weight: on AVX2 (Zen 3, 2 threads, 128 rows) oneDNN's packed float32 kernels
+        # lost to F.linear's MKL GEMM (192→192 with a fused add 139 against 100 µs; a fused erf GELU 494-540
+        # against 401-413 µs for the linear and F.gelu apart), so there the layer only carries the fusion plan
+        self.packed = (torch.ops.mkldnn._reorder_linear_weight(self.weight, ROWS_HINT) if dtype == BF16 else None)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, **kwargs: Any) -> "PackedLinear":
         return cls(linear.weight, linear.bias, **kwargs)
 
     def forward(self, x: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
+        if add is not None and self.activation != "none":
+            raise ValueError("a fused add follows no activation")
+        if self.packed is None:  # float32: dense GEMM, then the post-op
+            y = F.linear(x, self.weight, self.bias)
+            if add is not None:
+                return y.add_(add)
+            return F.gelu(y, approximate=self.approximate) if self.activation == "gelu" else y
         if add is not None:
-            if self.activation != "none":
-                raise ValueError("a fused add follows no activation")
             return torch.ops.mkldnn._linear_pointwise.binary(x, add, self.packed, self.bias, "add")
         algorithm = self.approximate if self.activation == "gelu" else ""
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, self.activation, [], algorithm)
 
     def __deepcopy__(self, memo: dict) -> "PackedLinear":
         return PackedLinear(self.weight.clone(), None if self.bias is None else self.bias.clone(),
-                            self.activation, self.approximate)
+                            self.activation, self.approximate, self.weight.dtype)
 
     def extra_repr(self) -> str:
         out, inp = self.weight.shape
@@ -87,15 +116,16 @@ def _pair(v: Any) -> list[int]:
 
 
 class PackedConv2d(nn.Module):
-    """A 2-D convolution in bfloat16 on a weight reordered once for oneDNN (``nn.Conv2d`` under autocast
+    """A 2-D convolution in ``dtype`` on a weight reordered once for oneDNN (``nn.Conv2d`` under autocast
     re-casts and re-blocks its weight on every call: 184 against 127 µs for a 128-channel 3×3 conv on an 8×8
     map). Output is channels-last; any batch size and input size work."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, stride: Any = 1, padding: Any = 0,
-                 dilation: Any = 1, groups: int = 1) -> None:
+                 dilation: Any = 1, groups: int = 1, dtype: torch.dtype = BF16) -> None:
         super().__init__()
-        self.register_buffer("weight", weight.detach().to(BF16).contiguous())
-        self.register_buffer("bias", None if bias is None else bias.detach().to(BF16).contiguous())
+        _check_dtype(dtype)
+        self.register_buffer("weight", weight.detach().to(dtype).contiguous())
+        self.register_buffer("bias", None if bias is None else bias.detach().to(dtype).contiguous())
         self.stride, self.padding, self.dilation = (_pair(v) for v in (stride, padding, dilation))
         self.groups = groups
         self.packed = self._pack()  # opaque, as PackedLinear.packed
@@ -106,11 +136,11 @@ class PackedConv2d(nn.Module):
         return conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d) -> "PackedConv2d":
+    def from_conv(cls, conv: nn.Conv2d, dtype: torch.dtype = BF16) -> "PackedConv2d":
         if not cls.supports(conv):
             raise ValueError(f"PackedConv2d needs numeric zero padding; got padding={conv.padding!r}, "
                              f"padding_mode={conv.padding_mode!r}")
-        return cls(conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+        return cls(conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups, dtype)
 
     def _pack(self) -> torch.Tensor:  # input size None: a layout that serves every input size
         return torch._C._nn.mkldnn_reorder_conv2d_weight(self.weight.to_mkldnn(), self.padding, self.stride,
@@ -122,30 +152,31 @@ class PackedConv2d(nn.Module):
 
     def __deepcopy__(self, memo: dict) -> "PackedConv2d":
         return PackedConv2d(self.weight.clone(), None if self.bias is None else self.bias.clone(), self.stride,
-                            self.padding, self.dilation, self.groups)
+                            self.padding, self.dilation, self.groups, self.weight.dtype)
 
     def extra_repr(self) -> str:
         o, i, kh, kw = self.weight.shape
         return f"{i * self.groups}, {o}, kernel=({kh}, {kw}), stride={self.stride}, padding={self.padding}"
 
 
-def _attention_bias(keep: torch.Tensor) -> torch.Tensor:
+def _attention_bias(keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """(B, S) True = attend → additive bias (B, 1, 1, S); a finite minimum, so a fully masked row gives no NaN."""
-    return torch.zeros(keep.shape, dtype=BF16).masked_fill_(~keep, torch.finfo(BF16).min)[:, None, None, :]
+    return torch.zeros(keep.shape, dtype=dtype).masked_fill_(~keep, torch.finfo(dtype).min)[:, None, None, :]
 
 
-def _norm(ln: nn.LayerNorm) -> nn.LayerNorm:
+def _norm(ln: nn.LayerNorm, dtype: torch.dtype) -> nn.LayerNorm:
     out = nn.LayerNorm(ln.normalized_shape, eps=ln.eps)
     out.load_state_dict(ln.state_dict())
-    return out.to(BF16)
+    return out.to(dtype)
 
 
-# Attention by two matmuls and a softmax beats the fused SDPA kernel once the batch is large (measured on the
-# 2-core AMD EPYC, bf16, 4 heads of 48 over 64 tokens): self-attention 602 against 920 µs at 16 rows (batch 8
-# with CFG) and 6.0 against 10.9 ms at 128, but 208 against 139 µs at 2; cross-attention to 16 text positions
-# only from 128 rows (4.5 against 5.9 ms). Below these row counts SDPA wins.
-MATMUL_SELF_ROWS = 8
-MATMUL_CROSS_ROWS = 64
+# From how many rows attention by two matmuls and a softmax beats the fused SDPA kernel, per dtype: (self,
+# cross). bf16 (2-core AMD EPYC Zen 4, 4 heads of 48 over 64 tokens): self-attention 602 against 920 µs at 16
+# rows (batch 8 with CFG) and 6.0 against 10.9 ms at 128, but 208 against 139 µs at 2; cross-attention to 16
+# text positions only from 128 rows (4.5 against 5.9 ms). float32 (2-core AMD EPYC Zen 3, AVX2): the other
+# way round: self-attention never (1.2 against 2.9 ms at 16 rows, 13 against 23 ms at 128; 173 against 159 µs
+# at 2 is noise), cross-attention at every size (124 against 137 µs at 2, 0.37 against 0.79 ms at 16).
+MATMUL_FROM_ROWS: dict[torch.dtype, tuple[float, float]] = {torch.bfloat16: (8, 64), torch.float32: (math.inf, 1)}
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None,
@@ -162,22 +193,23 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Ten
 class PackedBlock(nn.Module):
     """``layers.Block`` (pre-norm self-attention, cross-attention to the text, MLP) with packed, fused linears."""
 
-    def __init__(self, block: nn.Module) -> None:
+    def __init__(self, block: nn.Module, dtype: torch.dtype = BF16) -> None:
         super().__init__()
         attn, cross, mlp = block.attn, block.cross_attn, block.mlp
         self.heads = attn.heads
+        self.dtype = dtype
         dim = attn.q.weight.shape[0]
         scale = (dim // self.heads) ** -0.5  # folded into q: scores need no extra multiply
-        self.norm1, self.norm2, self.norm3 = _norm(block.norm1), _norm(block.norm2), _norm(block.norm3)
-        self.qkv = PackedLinear(torch.cat([attn.q.weight * scale, attn.kv_proj.weight]), None)
-        self.out1 = PackedLinear.from_linear(attn.out)
-        self.cross_q = PackedLinear(cross.q.weight * scale, None)
-        self.cross_kv = PackedLinear.from_linear(cross.kv_proj)
-        self.out2 = PackedLinear.from_linear(cross.out)
+        self.norm1, self.norm2, self.norm3 = (_norm(n, dtype) for n in (block.norm1, block.norm2, block.norm3))
+        self.qkv = PackedLinear(torch.cat([attn.q.weight * scale, attn.kv_proj.weight]), None, dtype=dtype)
+        self.out1 = PackedLinear.from_linear(attn.out, dtype=dtype)
+        self.cross_q = PackedLinear(cross.q.weight * scale, None, dtype=dtype)
+        self.cross_kv = PackedLinear.from_linear(cross.kv_proj, dtype=dtype)
+        self.out2 = PackedLinear.from_linear(cross.out, dtype=dtype)
         # erf GELU, not layers.MLP's tanh approximation (at most 5e-4 apart, as pixlm.fast.use_erf_gelu):
         # fused into the linear, the erf form ran 83 µs against 141 µs for tanh (128 × 192 → 768)
-        self.fc1 = PackedLinear.from_linear(mlp.fc1, activation="gelu", approximate="none")
-        self.fc2 = PackedLinear.from_linear(mlp.fc2)
+        self.fc1 = PackedLinear.from_linear(mlp.fc1, activation="gelu", approximate="none", dtype=dtype)
+        self.fc2 = PackedLinear.from_linear(mlp.fc2, dtype=dtype)
 
     def project_kv(self, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, S, Dt) text states → keys and values, each (B, H, S, Dh)."""
@@ -188,46 +220,48 @@ class PackedBlock(nn.Module):
     def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], bias: torch.Tensor) -> torch.Tensor:
         b, n, d = x.shape
         h = self.heads
+        self_rows, cross_rows = MATMUL_FROM_ROWS[self.dtype]
         q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, h, -1).permute(2, 0, 3, 1, 4)  # each (B, H, N, Dh)
-        y = attention(q, k, v, None, b >= MATMUL_SELF_ROWS)  # (B, H, N, Dh); the scale is in q's weights
+        y = attention(q, k, v, None, b >= self_rows)  # (B, H, N, Dh); the scale is in q's weights
         x = self.out1(y.transpose(1, 2).reshape(b, n, d), add=x)
         q = self.cross_q(self.norm2(x)).view(b, n, h, -1).transpose(1, 2)
-        y = attention(q, kv[0], kv[1], bias, b >= MATMUL_CROSS_ROWS)
+        y = attention(q, kv[0], kv[1], bias, b >= cross_rows)
         x = self.out2(y.transpose(1, 2).reshape(b, n, d), add=x)
         return self.fc2(self.fc1(self.norm3(x)), add=x)
 
 
 class PackedMaskedTransformer(nn.Module):
     """Inference copy of a cross-conditioned ``MaskedTransformer``: same ``config``, ``kind``,
-    ``prepare_text`` and ``forward`` interface; bfloat16 inside, float32 logits out. Not trainable, not saved."""
+    ``prepare_text`` and ``forward`` interface; ``dtype`` inside, float32 logits out. Not trainable, not saved."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, dtype: torch.dtype = BF16) -> None:
         super().__init__()
         if getattr(model, "kind", None) != "masked" or model.config.conditioning != "cross":
             raise ValueError("PackedMaskedTransformer packs cross-conditioned masked transformers; got "
                              f"kind={getattr(model, 'kind', None)!r}, "
                              f"conditioning={getattr(getattr(model, 'config', None), 'conditioning', None)!r}")
-        if not packing_supported():
-            raise RuntimeError("this PyTorch build/CPU has no oneDNN bf16 support (pixlm.packed.packing_supported)")
+        if not packing_supported(dtype):
+            raise RuntimeError(f"this PyTorch build/CPU has no oneDNN {dtype} support (pixlm.packed.packing_supported)")
         self.config = model.config
         self.kind = model.kind
-        self.tok_emb = nn.Embedding.from_pretrained(model.tok_emb.weight.detach().to(BF16))
-        self.pos_emb = nn.Parameter(model.pos_emb.detach().to(BF16), requires_grad=False)
-        self.blocks = nn.ModuleList(PackedBlock(blk) for blk in model.blocks)
-        self.norm = _norm(model.norm)
-        self.head = PackedLinear.from_linear(model.head)
+        self.dtype = dtype
+        self.tok_emb = nn.Embedding.from_pretrained(model.tok_emb.weight.detach().to(dtype))
+        self.pos_emb = nn.Parameter(model.pos_emb.detach().to(dtype), requires_grad=False)
+        self.blocks = nn.ModuleList(PackedBlock(blk, dtype) for blk in model.blocks)
+        self.norm = _norm(model.norm, dtype)
+        self.head = PackedLinear.from_linear(model.head, dtype=dtype)
         self.requires_grad_(False).eval()
 
     def prepare_text(self, text: torch.Tensor, text_mask: torch.Tensor) -> dict:
-        """Per-layer text keys/values (bfloat16) and the mask, as ``MaskedTransformer.prepare_text``."""
-        text = text.to(BF16)
+        """Per-layer text keys/values (in ``dtype``) and the mask, as ``MaskedTransformer.prepare_text``."""
+        text = text.to(self.dtype)
         return {"kv": [blk.project_kv(text) for blk in self.blocks], "mask": text_mask}
 
     def forward(self, tokens: torch.Tensor, text: torch.Tensor | None = None, text_mask: torch.Tensor | None = None,
                 prepared: dict | None = None) -> torch.Tensor:
         """tokens (B, N) → float32 logits (B, N, vocab_size)."""
         prepared = resolve_prepared(self, text, text_mask, prepared)
-        bias = _attention_bias(prepared["mask"])  # mask (B, S): True = attend
+        bias = _attention_bias(prepared["mask"], self.dtype)  # mask (B, S): True = attend
         x = self.tok_emb(tokens) + self.pos_emb  # (B, N, C)
         for blk, kv in zip(self.blocks, prepared["kv"]):
             x = blk(x, kv, bias)
@@ -248,10 +282,10 @@ def bert_packable(model: nn.Module) -> bool:
 
 
 class PackedBertModel(nn.Module):
-    """Inference copy of a Hugging Face ``BertModel`` (pixlm's MiniLM text encoder) in bfloat16.
+    """Inference copy of a Hugging Face ``BertModel`` (pixlm's MiniLM text encoder) in ``dtype``.
 
     Same call as the original for what pixlm uses (``input_ids``, ``attention_mask``, ``token_type_ids``)
-    and the same ``last_hidden_state`` (in bfloat16; ``pixlm.fast.Autocast`` hands back float32). Per layer,
+    and the same ``last_hidden_state`` (in ``dtype``; ``pixlm.fast.Autocast`` hands back float32). Per layer,
     seven fused ops instead of transformers' generic path: q, k and v as one packed linear (1/√d folded into
     q), SDPA, the output projection with its residual add fused, LayerNorm, the first MLP linear with its
     erf GELU fused, the second with its residual add fused, LayerNorm. Measured on MiniLM at batch 1 (14
@@ -259,18 +293,19 @@ class PackedBertModel(nn.Module):
     linears inside transformers' modules. No pooler, no dropout, no caches: an encoder for inference only.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, dtype: torch.dtype = BF16) -> None:
         super().__init__()
         if not bert_packable(model):
             raise ValueError(f"PackedBertModel reproduces BERT encoders with absolute positions and erf GELU; got "
                              f"{type(model).__name__} (hidden_act={getattr(model.config, 'hidden_act', None)!r})")
         self.config = model.config
+        self.dtype = dtype
         emb = model.embeddings
-        self.word = nn.Embedding.from_pretrained(emb.word_embeddings.weight.detach().to(BF16))
-        self.register_buffer("pos", emb.position_embeddings.weight.detach().to(BF16))
-        self.register_buffer("token_type", emb.token_type_embeddings.weight.detach().to(BF16))
-        self.emb_norm = _norm(emb.LayerNorm)
-        self.layers = nn.ModuleList(_PackedBertLayer(layer) for layer in model.encoder.layer)
+        self.word = nn.Embedding.from_pretrained(emb.word_embeddings.weight.detach().to(dtype))
+        self.register_buffer("pos", emb.position_embeddings.weight.detach().to(dtype))
+        self.register_buffer("token_type", emb.token_type_embeddings.weight.detach().to(dtype))
+        self.emb_norm = _norm(emb.LayerNorm, dtype)
+        self.layers = nn.ModuleList(_PackedBertLayer(layer, dtype) for layer in model.encoder.layer)
         self.requires_grad_(False).eval()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -285,7 +320,7 @@ class PackedBertModel(nn.Module):
         x = self.emb_norm(x)
         bias = None
         if attention_mask is not None and not bool(attention_mask.all()):  # padded batch: mask the padding out
-            bias = _attention_bias(attention_mask.bool())
+            bias = _attention_bias(attention_mask.bool(), self.dtype)
         for layer in self.layers:
             x = layer(x, bias)
         return BaseModelOutput(last_hidden_state=x)
@@ -294,18 +329,18 @@ class PackedBertModel(nn.Module):
 class _PackedBertLayer(nn.Module):
     """One post-norm BERT layer (``BertLayer``) with packed, fused linears."""
 
-    def __init__(self, layer: nn.Module) -> None:
+    def __init__(self, layer: nn.Module, dtype: torch.dtype) -> None:
         super().__init__()
         att = layer.attention.self
         self.heads = att.num_attention_heads
         scale = (att.query.weight.shape[0] // self.heads) ** -0.5
         self.qkv = PackedLinear(torch.cat([att.query.weight * scale, att.key.weight, att.value.weight]),
-                                torch.cat([att.query.bias * scale, att.key.bias, att.value.bias]))
-        self.out = PackedLinear.from_linear(layer.attention.output.dense)
-        self.norm1 = _norm(layer.attention.output.LayerNorm)
-        self.fc1 = PackedLinear.from_linear(layer.intermediate.dense, activation="gelu", approximate="none")
-        self.fc2 = PackedLinear.from_linear(layer.output.dense)
-        self.norm2 = _norm(layer.output.LayerNorm)
+                                torch.cat([att.query.bias * scale, att.key.bias, att.value.bias]), dtype=dtype)
+        self.out = PackedLinear.from_linear(layer.attention.output.dense, dtype=dtype)
+        self.norm1 = _norm(layer.attention.output.LayerNorm, dtype)
+        self.fc1 = PackedLinear.from_linear(layer.intermediate.dense, activation="gelu", approximate="none", dtype=dtype)
+        self.fc2 = PackedLinear.from_linear(layer.output.dense, dtype=dtype)
+        self.norm2 = _norm(layer.output.LayerNorm, dtype)
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         b, t, d = x.shape
@@ -316,24 +351,27 @@ class _PackedBertLayer(nn.Module):
 
 
 __all__ = ["PackedLinear", "PackedConv2d", "PackedMaskedTransformer", "PackedBertModel", "bert_packable",
-           "packing_supported", "pack_layers", "pack_module"]
+           "packing_supported", "pack_layers", "pack_module", "PACK_DTYPES"]
 
 
-def pack_layers(module: nn.Module) -> nn.Module:
-    """A bfloat16 copy of ``module`` with every ``nn.Linear`` replaced by a :class:`PackedLinear` and every
+def pack_layers(module: nn.Module, dtype: torch.dtype = BF16) -> nn.Module:
+    """A ``dtype`` copy of ``module`` with every ``nn.Linear`` replaced by a :class:`PackedLinear` and every
     zero-padded ``nn.Conv2d`` by a :class:`PackedConv2d` (for any network that calls its layers as modules:
     a Hugging Face text encoder, the VQ decoder); ``module`` is unchanged."""
-    out = copy.deepcopy(module).to(BF16).requires_grad_(False).eval()
+    _check_dtype(dtype)
+    out = copy.deepcopy(module).to(dtype).requires_grad_(False).eval()
     for parent in list(out.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Linear):
-                setattr(parent, name, PackedLinear.from_linear(child))
-            elif isinstance(child, nn.Conv2d) and PackedConv2d.supports(child):
-                setattr(parent, name, PackedConv2d.from_conv(child))
+                setattr(parent, name, PackedLinear.from_linear(child, dtype=dtype))
+            elif isinstance(child, nn.Conv2d) and PackedConv2d.supports(child) and dtype == BF16:
+                # float32 convolutions stay nn.Conv2d: packed, the float32 VQ decoder ran 27 against 14 ms
+                # (channels_last nn.Conv2d) at batch 1 on the AVX2 Zen 3
+                setattr(parent, name, PackedConv2d.from_conv(child, dtype))
     return out
 
 
-def pack_module(module: nn.Module) -> nn.Module:
-    """The fastest packed bfloat16 copy of ``module`` for inference: :class:`PackedBertModel` for BERT
+def pack_module(module: nn.Module, dtype: torch.dtype = BF16) -> nn.Module:
+    """The fastest packed ``dtype`` copy of ``module`` for inference: :class:`PackedBertModel` for BERT
     encoders (MiniLM), else :func:`pack_layers`; ``module`` is unchanged."""
-    return PackedBertModel(module) if bert_packable(module) else pack_layers(module)
+    return PackedBertModel(module, dtype) if bert_packable(module) else pack_layers(module, dtype)
