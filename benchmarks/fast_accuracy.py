@@ -29,6 +29,9 @@ VARIANTS = {  # name → optimize() flags
     "bf16 fixed-loop": {"bf16": True, "fixed_loop": True, "channels_last": True},
     "fixed-loop": {"fixed_loop": True},
     "int8+bf16 fixed-loop": {"int8": True, "bf16": True, "fixed_loop": True, "channels_last": True},
+    # CPUs without bf16 arithmetic: the packed network in float32 (what --fast picks there)
+    "fp32 packed": {"packed": True},
+    "fp32 packed fixed-loop": {"packed": True, "fixed_loop": True, "channels_last": True},
 }
 
 

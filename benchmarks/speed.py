@@ -49,6 +49,9 @@ CPU_VARIANTS = {  # name → optimize() flags
     "fp32 fixed-loop": {"fixed_loop": True, "channels_last": True},
     "bf16 fixed-loop": {"bf16": True, "fixed_loop": True, "channels_last": True},  # packed where oneDNN can
     "bf16 fixed-loop autocast": {"bf16": True, "fixed_loop": True, "channels_last": True, "packed": False},
+    # CPUs without bf16 arithmetic (AVX2 only): the same packed, fused network in float32
+    "fp32 packed fixed-loop": {"packed": True, "fixed_loop": True, "channels_last": True},
+    "int8 packed fixed-loop": {"int8": True, "packed": True, "fixed_loop": True, "channels_last": True},
     "int8": {"int8": True, "channels_last": True},
     "int8 fixed-loop": {"int8": True, "fixed_loop": True, "channels_last": True},
     "int8+bf16 fixed-loop": {"int8": True, "bf16": True, "fixed_loop": True, "channels_last": True},
@@ -60,6 +63,14 @@ GPU_VARIANTS = {
     "bf16 compiled": {"bf16": True, "compile": True},
 }
 DEFAULT_CPU_VARIANTS = "fp32,fp32 fixed-loop,bf16 fixed-loop,int8,int8 fixed-loop,int8+bf16 fixed-loop"
+DEFAULT_CPU_VARIANTS_NO_BF16 = "fp32,fp32 fixed-loop,fp32 packed fixed-loop,int8 fixed-loop,int8 packed fixed-loop"
+
+
+def recommended_cpu_variant() -> str:
+    """The variant ``pixlm.fast.optimize_recommended`` (``--fast``) picks on this CPU."""
+    from pixlm.packed import packing_supported
+
+    return "bf16 fixed-loop" if packing_supported(torch.bfloat16) else "fp32 packed fixed-loop"
 
 
 # ---------------------------------------------------------------------------------------------- prompts
@@ -379,7 +390,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--paired-rounds", type=int, default=10,
                     help="rounds of back-to-back pixlm / Amused calls per latency batch (0: off)")
     ap.add_argument("--paired-variant", default=None, help="pixlm variant for the paired rounds "
-                    "(default: bf16 fixed-loop on CPU, bf16 cuda-graphs on GPU)")
+                    "(default: what --fast picks on this CPU, bf16 cuda-graphs on GPU)")
     ap.add_argument("--base-batches", default="1,256", help="GPU only: base-preset loop batch sizes")
     ap.add_argument("--peak-gflops", type=float, default=None, help="override the estimated fp32 peak")
     ap.add_argument("--cpu-ghz", type=float, default=None, help="clock for the CPU peak estimate")
@@ -392,11 +403,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if cuda and not torch.cuda.is_available():
         raise SystemExit("--device cuda but torch.cuda.is_available() is False")
     variants_all = GPU_VARIANTS if cuda else CPU_VARIANTS
-    names = (a.variants or (",".join(GPU_VARIANTS) if cuda else DEFAULT_CPU_VARIANTS)).split(",")
+    from pixlm.packed import packing_supported
+
+    cpu_default = DEFAULT_CPU_VARIANTS if packing_supported(torch.bfloat16) else DEFAULT_CPU_VARIANTS_NO_BF16
+    names = (a.variants or (",".join(GPU_VARIANTS) if cuda else cpu_default)).split(",")
     unknown = [n for n in names if n not in variants_all]
     if unknown:
         raise SystemExit(f"unknown variants {unknown}; choose from {list(variants_all)}")
-    a.paired_variant = a.paired_variant or ("bf16 cuda-graphs" if cuda else "bf16 fixed-loop")
+    a.paired_variant = a.paired_variant or ("bf16 cuda-graphs" if cuda else recommended_cpu_variant())
     if a.paired_variant not in variants_all:
         raise SystemExit(f"unknown --paired-variant {a.paired_variant!r}; choose from {list(variants_all)}")
     lat_batches = [int(b) for b in a.batches.split(",") if b]
