@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -364,6 +365,17 @@ def test_optimize_recommended_keeps_float32_on_cpus_without_bf16(monkeypatch):
     assert pipe.generator.inner.dtype == torch.float32 and not pipe.generator.bf16
     images = pipe.generate(["a red circle"], num_images_per_prompt=2, seed=1)
     assert images.tokens.shape == (2, 8, 8) and int(images.tokens.max()) < pipe.generator.config.vocab_size
+
+
+def test_optimize_warns_that_bf16_is_emulated_on_cpus_without_it(monkeypatch):
+    monkeypatch.setattr("pixlm.packed.packing_supported", lambda dtype=torch.bfloat16: dtype == torch.float32)
+    with pytest.warns(RuntimeWarning, match="bf16=True on a CPU without bf16 arithmetic"):
+        pipe = optimize(tiny_pipeline(), bf16=True)
+    assert pipe.fast_settings["bf16"] and pipe.fast_settings["packed_dtype"] is None  # still done, under autocast
+    monkeypatch.setattr("pixlm.packed.packing_supported", lambda dtype=torch.bfloat16: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        optimize(tiny_pipeline(), bf16=True, packed=False)  # a CPU with bf16: no warning
 
 
 def test_fixed_loop_reuses_the_unconditional_first_step(monkeypatch):
