@@ -178,6 +178,37 @@ def test_fixed_loop_samples_the_softmax_distribution():
     assert torch.allclose(freq[:4], torch.softmax(Fixed().logits, 0), atol=0.02)
 
 
+@pytest.mark.parametrize("use_cfg", [True, False])
+def test_fixed_loop_guides_hidden_states_like_logits(use_cfg):
+    """Guidance on the final hidden states, then one head call, gives the tokens of guidance on the logits
+    (the head is affine): the same loop with the head split off and without."""
+    g = MaskedTransformer(MaskedConfig(vocab_size=64, dim=32, layers=2, heads=2, text_dim=16)).eval()
+    for p in g.parameters():  # larger-than-init weights so the logits are far from uniform
+        p.data.normal_(0, 0.3)
+
+    class Unsplit(torch.nn.Module):  # the same network, seen only through forward()
+        def __init__(self) -> None:
+            super().__init__()
+            self.g = g
+
+        def forward(self, x, prepared):
+            return self.g(x, prepared=prepared)
+
+    rows = 6 if use_cfg else 3
+    with torch.no_grad():
+        text = torch.cat([torch.randn(3, 5, 16), torch.randn(1, 5, 16).expand(rows - 3, 5, 16)])  # one negative
+        prep = g.prepare_text(text, torch.ones(rows, 5, dtype=torch.bool))
+        u1, u2 = torch.rand(2, 4, 3, 64, generator=torch.Generator().manual_seed(2)).clamp(1e-7, 1 - 1e-7)
+        opts = dict(mask_id=64, steps=4, guidance_scale=3.0, use_cfg=use_cfg, temperature=1.0, choice_temperature=1.0)
+        start = torch.full((3, 64), 64)
+        split = fixed_maskgit_loop(g, prep, start, u1, u2, **opts)
+        whole = fixed_maskgit_loop(Unsplit(), prep, start, u1, u2, **opts)
+        h = g.hidden(torch.cat([start, start]) if use_cfg else start, prepared=prep)
+        first = fixed_maskgit_loop(g, prep, start, u1, u2, **opts, first_uncond=h[3:4]) if use_cfg else split
+    assert g.splits_head and torch.equal(split, whole) and torch.equal(first, split)
+    assert int(split.max()) < 64  # all committed
+
+
 def test_pad_prepared_keeps_outputs():
     g = MaskedTransformer(MaskedConfig(vocab_size=64, dim=32, layers=1, heads=2, text_dim=16)).eval()
     text, mask = torch.randn(2, 5, 16), torch.ones(2, 5, dtype=torch.bool)
@@ -385,15 +416,15 @@ def test_fixed_loop_reuses_the_unconditional_first_step(monkeypatch):
     gen = pipe.generator
     a = _gen(pipe, seed=4)
     assert len(gen._first_uncond) == 1
-    logits = next(iter(gen._first_uncond.values()))[1]
-    assert logits.shape == (1, gen.config.num_tokens, gen.config.vocab_size)
+    kept = next(iter(gen._first_uncond.values()))[1]
+    assert kept.shape == (1, gen.config.num_tokens, gen.config.dim)  # hidden states: the head runs after guidance
     b = _gen(pipe, seed=4)  # the same (default, empty) negative prompt: a cache hit
-    assert torch.equal(a.tokens, b.tokens) and next(iter(gen._first_uncond.values()))[1] is logits
+    assert torch.equal(a.tokens, b.tokens) and next(iter(gen._first_uncond.values()))[1] is kept
     _gen(pipe, seed=4, negative_prompt="blurry")  # another negative prompt: recomputed, kept instead
-    assert len(gen._first_uncond) == 1 and next(iter(gen._first_uncond.values()))[1] is not logits
-    monkeypatch.setattr(gen, "first_uncond_logits", lambda *args: None)  # recompute step 0 in full
+    assert len(gen._first_uncond) == 1 and next(iter(gen._first_uncond.values()))[1] is not kept
+    monkeypatch.setattr(gen, "first_uncond_outputs", lambda *args: None)  # recompute step 0 in full
     assert torch.equal(_gen(pipe, seed=4).tokens, a.tokens)
     monkeypatch.undo()
     with torch.no_grad():  # a negative prompt per image: the unconditional rows differ, nothing to reuse
         states, mask = pipe.text_encoder.encode(["blurry", "dark"])
-        assert gen.first_uncond_logits(pad_prepared(gen.prepare_text(states, mask), 16), 64) is None
+        assert gen.first_uncond_outputs(pad_prepared(gen.prepare_text(states, mask), 16), 64) is None

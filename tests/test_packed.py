@@ -78,22 +78,28 @@ def _tiny_masked(conditioning: str = "cross") -> MaskedTransformer:
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("matmul_attention", [False, True])
-def test_packed_transformer_matches_fp32_network(matmul_attention, dtype, monkeypatch):
-    # both attention paths for both attentions: two matmuls forced at this small batch, or SDPA forced
+@pytest.mark.parametrize("text_len", [6, 40])
+def test_packed_transformer_matches_fp32_network(text_len, matmul_attention, dtype, monkeypatch):
+    # both attention paths for both attentions: two matmuls forced at this small batch, or SDPA forced; the
+    # short text takes the folded cross-attention (PackedBlock.fold_text), the long one (S·(H − 1) > C) k and v
     monkeypatch.setitem(MATMUL_FROM_ROWS, dtype, (1, 1) if matmul_attention else (math.inf, math.inf))
     model = _tiny_masked()
     for p in model.parameters():  # larger-than-init weights so the blocks do real work
         p.data.normal_(0, 0.2)
     packed = PackedMaskedTransformer(model, dtype)
     tokens = torch.randint(0, 65, (3, 64), generator=torch.Generator().manual_seed(1))
-    text = torch.randn(3, 6, 16)
-    mask = torch.ones(3, 6, dtype=torch.bool)
+    text = torch.randn(3, text_len, 16)
+    mask = torch.ones(3, text_len, dtype=torch.bool)
     mask[1, 3:] = False  # padded text positions must be ignored
     mask[2, :] = False  # a fully masked row gives finite logits (no NaN)
     with torch.no_grad():
         ref = model(tokens, text, mask)
         out = packed(tokens, text, mask)
-        again = packed(tokens, prepared=packed.prepare_text(text, mask))
+        prepared = packed.prepare_text(text, mask)
+        again = packed(tokens, prepared=prepared)
+        unused = "kv" if text_len == 6 else "cross"  # the form this text length does not take: zeroed, no effect
+        zeroed = dict(prepared, **{unused: [tuple(torch.zeros_like(t) for t in pair) for pair in prepared[unused]]})
+        assert torch.equal(packed(tokens, prepared=zeroed), again)
     assert out.dtype == torch.float32 and out.shape == ref.shape and torch.isfinite(out).all()
     # float32: only summation order and the erf GELU (the network's MLPs use the tanh form) differ
     assert _rel(out[:2], ref[:2]) < (1e-3 if dtype == FP32 else 0.03)

@@ -43,7 +43,7 @@ import torch
 import torch.nn as nn
 
 from pixlm.models.layers import resolve_prepared
-from pixlm.sampling.cfg import concat_prepared, pad_to
+from pixlm.sampling.cfg import PAIR_TEXT_DIMS, concat_prepared, map_tensors, pad_pairs, pad_to
 from pixlm.sampling.maskgit import commit_step
 
 TEXT_BUCKET = 16  # fixed-loop text lengths are padded up to a multiple of this (fewer graphs / compilations)
@@ -61,21 +61,31 @@ def fixed_maskgit_loop(model: Callable[..., torch.Tensor], prepared: dict, token
     ``use_cfg``); ``u_token`` and ``u_choice`` are (steps, B, N) uniforms in (0, 1) that replace the
     sampler's random draws. Schedule, guidance, temperatures and the commit rule (``commit_step``) follow
     ``MaskGITSampler``. ``first_uncond``: the unconditional rows' step-0 logits, (1 or B, N, V), when the
-    caller already has them (see ``FastGenerator``); step 0 then runs the conditional rows only.
+    caller already has them (see ``FastGenerator``; (1 or B, N, C) hidden states for a model that
+    ``splits_head``); step 0 then runs the conditional rows only.
     """
+    # A model that splits its head off (``splits_head``: ``hidden`` then ``head_logits``) gets guidance on its
+    # final hidden states and the head once on the result: exact, as the head is affine and lerp's weights sum
+    # to 1, and the unconditional rows skip the vocabulary-sized output. ``first_uncond`` is then hidden states.
+    split = getattr(model, "splits_head", False)
+    run = model.hidden if split else model
     to_fill = (tokens == mask_id).sum(1).float()  # (B,)
     # all steps' commit noise in one op (per-step ops cost more in launches than in arithmetic at these sizes)
     gumbels = -torch.log(-torch.log(u_choice)) if choice_temperature > 0 else None  # (steps, B, N)
     inv_t = 1.0 / max(temperature, 1e-4)
     for i in range(steps):
         if use_cfg and i == 0 and first_uncond is not None:
-            c = model(tokens, prepared=take_rows(prepared, 0, tokens.shape[0])).float()
-            logits = torch.lerp(first_uncond.expand_as(c), c, guidance_scale).mul_(inv_t)
+            c = run(tokens, prepared=take_rows(prepared, 0, tokens.shape[0])).float()
+            out = torch.lerp(first_uncond.expand_as(c), c, guidance_scale)
         elif use_cfg:
-            c, u = model(torch.cat([tokens, tokens]), prepared=prepared).float().chunk(2)  # (B, N, V) each
-            logits = torch.lerp(u, c, guidance_scale).mul_(inv_t)  # (u + scale · (c − u)) / T, one new tensor
+            c, u = run(torch.cat([tokens, tokens]), prepared=prepared).float().chunk(2)  # (B, N, ·) each
+            out = torch.lerp(u, c, guidance_scale)  # u + scale · (c − u), one new tensor
         else:
-            logits = model(tokens, prepared=prepared).float() * inv_t  # not in place: may be the model's own state
+            out = run(tokens, prepared=prepared).float()  # may be the model's own state: not changed in place
+        if split:
+            logits = model.head_logits(out).float().mul_(inv_t)  # a new tensor either way
+        else:
+            logits = out.mul_(inv_t) if use_cfg else out * inv_t
         probs = torch.softmax(logits, dim=-1)  # (B, N, V)
         cdf = probs.cumsum(-1)
         target = (u_token[i] * cdf[..., -1]).unsqueeze(-1)  # (B, N, 1), scaled so rounding cannot overrun
@@ -98,7 +108,7 @@ def draw_uniforms(steps: int, batch: int, n: int, generator: torch.Generator | N
 
 def take_rows(prepared: dict, start: int, stop: int) -> dict:
     """Rows ``start:stop`` of ``prepare_text`` output (views; every tensor in it is batch-first)."""
-    return _map_tree(lambda t: t[start:stop], prepared)
+    return map_tensors(lambda t: t[start:stop], prepared)
 
 
 def pad_prepared(prepared: dict, length: int) -> dict:
@@ -107,9 +117,10 @@ def pad_prepared(prepared: dict, length: int) -> dict:
     if length < mask.shape[1]:
         raise ValueError(f"cannot pad text of length {mask.shape[1]} down to {length}")
     out = {"mask": pad_to(mask, 1, length)}
-    if "kv" in prepared:
-        out["kv"] = [(pad_to(k, 2, length), pad_to(v, 2, length)) for k, v in prepared["kv"]]
-    else:
+    for key, dims in PAIR_TEXT_DIMS.items():
+        if key in prepared:
+            out[key] = pad_pairs(prepared[key], dims, length)
+    if "prefix" in prepared:
         out["prefix"] = pad_to(prepared["prefix"], 1, length)
     return out
 
@@ -156,6 +167,22 @@ class FastGenerator(nn.Module):
         with self._autocast():
             return self.inner(tokens, prepared=prepared)
 
+    @property
+    def splits_head(self) -> bool:  # see fixed_maskgit_loop
+        return getattr(self.inner, "splits_head", False)
+
+    def hidden(self, tokens: torch.Tensor, prepared: dict) -> torch.Tensor:
+        """The wrapped model's final hidden states, computed in the compute dtype."""
+        with self._autocast():
+            return self.inner.hidden(tokens, prepared=prepared)
+
+    def head_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """The wrapped model's head on hidden states ``h`` (e.g. guided ones, in float32)."""
+        if self.cast_weights:  # weights in bf16 and no autocast
+            h = h.to(torch.bfloat16)
+        with self._autocast():
+            return self.inner.head_logits(h)
+
     def save_pretrained(self, *args: Any, **kwargs: Any) -> None:
         raise RuntimeError("this generator was optimised for inference (pixlm.fast.optimize); save the pipeline "
                            "before optimising it")
@@ -185,19 +212,19 @@ class FastGenerator(nn.Module):
                 mode = "reduce-overhead" if device.type == "cuda" else None
                 self._loops[key] = torch.compile(self._run_loop, mode=mode, dynamic=False)
             return self._loops[key](*args, **opts).clone()
-        first = self.first_uncond_logits(take_rows(prepared, batch, 2 * batch), cfg.mask_id) if use_cfg else None
+        first = self.first_uncond_outputs(take_rows(prepared, batch, 2 * batch), cfg.mask_id) if use_cfg else None
         return self._run_loop(*args, **opts, first_uncond=first)
 
-    def first_uncond_logits(self, uncond: dict, mask_id: int) -> torch.Tensor | None:
-        """The unconditional rows' logits at step 0, (1, N, V), kept for the latest negative prompt (per text
-        length bucket).
+    def first_uncond_outputs(self, uncond: dict, mask_id: int) -> torch.Tensor | None:
+        """The unconditional rows' step-0 outputs in float32 — final hidden states (1, N, C) when the model
+        ``splits_head``, else logits (1, N, V) — kept for the latest negative prompt (per text length bucket).
 
         At step 0 every position is masked, so those rows see the same input on every call with the same
         negative prompt (usually the empty one): half of step 0's work can be reused instead of recomputed.
         None when the rows differ from each other (a negative prompt per image). Exact: the same network on
         the same input (up to the rounding of a smaller batch).
         """
-        leaves = _tensors(uncond)
+        leaves = _tensors({k: v for k, v in uncond.items() if k != "cross"})  # (cross is computed from kv)
         if any(not bool((t == t[:1]).all()) for t in leaves):
             return None
         rows = [t[:1] for t in leaves]
@@ -206,11 +233,12 @@ class FastGenerator(nn.Module):
         if hit is not None and all(torch.equal(a, b) for a, b in zip(hit[0], rows)):
             return hit[1]
         tokens = torch.full((1, self.config.num_tokens), mask_id, dtype=torch.long, device=rows[0].device)
-        logits = self(tokens, prepared=take_rows(uncond, 0, 1)).float()
+        run = self.hidden if self.splits_head else self
+        out = run(tokens, prepared=take_rows(uncond, 0, 1)).float()
         if key not in self._first_uncond and len(self._first_uncond) >= 8:  # bounded: drop the oldest bucket
             self._first_uncond.pop(next(iter(self._first_uncond)))
-        self._first_uncond[key] = ([t.clone() for t in rows], logits)
-        return logits
+        self._first_uncond[key] = ([t.clone() for t in rows], out)
+        return out
 
     def _run_loop(self, prepared: dict, tokens: torch.Tensor, u_tok: torch.Tensor, u_choice: torch.Tensor,
                   **opts: Any) -> torch.Tensor:
@@ -239,26 +267,15 @@ class FastGenerator(nn.Module):
         return out.clone()
 
 
-def _map_tree(fn: Callable[[torch.Tensor], Any], x: Any) -> Any:
-    """``fn`` applied to every tensor in nested dicts, lists and tuples (e.g. ``prepare_text`` output)."""
-    if isinstance(x, torch.Tensor):
-        return fn(x)
-    if isinstance(x, dict):
-        return {k: _map_tree(fn, v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return type(x)(_map_tree(fn, v) for v in x)
-    return x
-
-
 def _tensors(x: Any) -> list[torch.Tensor]:
     """Every tensor in nested dicts, lists and tuples, in order."""
     out: list[torch.Tensor] = []
-    _map_tree(out.append, x)
+    map_tensors(out.append, x)
     return out
 
 
 def _clone_tree(x: Any) -> Any:
-    return _map_tree(torch.Tensor.clone, x)
+    return map_tensors(torch.Tensor.clone, x)
 
 
 def _copy_tree(dst: Any, src: Any) -> None:

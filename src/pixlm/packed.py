@@ -170,24 +170,33 @@ def _norm(ln: nn.LayerNorm, dtype: torch.dtype) -> nn.LayerNorm:
     return out.to(dtype)
 
 
-# From how many rows attention by two matmuls and a softmax beats the fused SDPA kernel, per dtype: (self,
-# cross). bf16 (2-core AMD EPYC Zen 4, 4 heads of 48 over 64 tokens): self-attention 602 against 920 µs at 16
-# rows (batch 8 with CFG) and 6.0 against 10.9 ms at 128, but 208 against 139 µs at 2; cross-attention to 16
-# text positions only from 128 rows (4.5 against 5.9 ms). float32 (2-core AMD EPYC Zen 3, AVX2): the other
-# way round: self-attention never (1.2 against 2.9 ms at 16 rows, 13 against 23 ms at 128; 173 against 159 µs
-# at 2 is noise), cross-attention at every size (124 against 137 µs at 2, 0.37 against 0.79 ms at 16).
-MATMUL_FROM_ROWS: dict[torch.dtype, tuple[float, float]] = {torch.bfloat16: (8, 64), torch.float32: (math.inf, 1)}
+# From how many rows attention by two batched matmuls and a softmax (over (B·H, N, Dh) views) beats the fused
+# SDPA kernel, per dtype: (self, cross). bf16 (2-core AMD EPYC Zen 4, 4 heads of 48 over 64 tokens, the whole
+# sublayer from the qkv output to the merged heads): self-attention 168 against 217 µs at 4 rows, 454 against
+# 747 µs at 16 (batch 8 with CFG) and 4.0 against 7.9 ms at 128, but a tie at 2; cross-attention to 16 text
+# positions 312 against 375 µs at 16 rows and 2.3 against 3.7 ms at 128, but 107 against 58 µs at 2.
+# float32 (2-core AMD EPYC Zen 3, AVX2): self-attention by SDPA at every size (1.2 against 2.9 ms at 16 rows
+# with 4-D matmuls), cross-attention by matmuls at every size (0.37 against 0.79 ms at 16 rows).
+MATMUL_FROM_ROWS: dict[torch.dtype, tuple[float, float]] = {torch.bfloat16: (4, 16), torch.float32: (math.inf, 1)}
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None,
               matmul: bool) -> torch.Tensor:
-    """softmax(q kᵀ + bias) v over (B, H, ·, Dh) tensors; the 1/√d scale is already in q."""
+    """softmax(q kᵀ + bias) v over (B, H, ·, Dh) tensors → (B, H, N, Dh); the 1/√d scale is already in q.
+
+    ``matmul``: two batched matmuls over (B·H, ·, Dh) (views when the inputs are contiguous; 4-D matmuls
+    copy and were slower), else the fused SDPA kernel; ``bias`` is (B, 1, 1, S) or None.
+    """
     if not matmul:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=1.0)
-    scores = q @ k.transpose(-1, -2)
-    if bias is not None:
-        scores = scores.add_(bias)
-    return torch.softmax(scores, dim=-1) @ v
+    b, h, n, d = q.shape
+    s = k.shape[2]
+    q3, k3, v3 = q.reshape(b * h, n, d), k.reshape(b * h, s, d), v.reshape(b * h, s, d)
+    if bias is None:
+        scores = torch.bmm(q3, k3.transpose(1, 2))
+    else:
+        scores = torch.baddbmm(bias.expand(b, h, 1, s).reshape(b * h, 1, s), q3, k3.transpose(1, 2))
+    return torch.bmm(torch.softmax(scores, dim=-1), v3).view(b, h, n, d)
 
 
 class PackedBlock(nn.Module):
@@ -206,6 +215,15 @@ class PackedBlock(nn.Module):
         self.cross_q = PackedLinear(cross.q.weight * scale, None, dtype=dtype)
         self.cross_kv = PackedLinear.from_linear(cross.kv_proj, dtype=dtype)
         self.out2 = PackedLinear.from_linear(cross.out, dtype=dtype)
+        # float32, per head, for fold_text: q's weights (scale included) and the output projection, (H, Dh, C)
+        heads, dh = self.heads, dim // self.heads
+        self.register_buffer("q_heads", (cross.q.weight.detach().float() * scale).view(heads, dh, dim),
+                             persistent=False)
+        self.register_buffer("out_heads", cross.out.weight.detach().float().view(dim, heads, dh).permute(1, 2, 0)
+                             .contiguous(), persistent=False)
+        bias = cross.out.bias
+        self.register_buffer("out_bias", (bias.detach().float() if bias is not None else torch.zeros(dim)) / heads,
+                             persistent=False)
         # erf GELU, not layers.MLP's tanh approximation (at most 5e-4 apart, as pixlm.fast.use_erf_gelu):
         # fused into the linear, the erf form ran 83 µs against 141 µs for tanh (128 × 192 → 768)
         self.fc1 = PackedLinear.from_linear(mlp.fc1, activation="gelu", approximate="none", dtype=dtype)
@@ -214,19 +232,44 @@ class PackedBlock(nn.Module):
     def project_kv(self, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, S, Dt) text states → keys and values, each (B, H, S, Dh)."""
         b, s, _ = text.shape
-        k, v = self.cross_kv(text).view(b, s, 2, self.heads, -1).permute(2, 0, 3, 1, 4)
-        return k, v
+        k, v = self.cross_kv(text).view(b, s, 2, self.heads, -1).permute(2, 0, 3, 1, 4).contiguous()
+        return k, v  # contiguous, so attention's batched matmuls take them as views
 
-    def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], bias: torch.Tensor) -> torch.Tensor:
+    def fold_text(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values (B, H, S, Dh) → this prompt's cross-attention as two maps, in ``dtype``:
+        ``scores`` (B, C, H, S) takes the normalised image states straight to every head's q·kᵀ (q's weights
+        times the keys), ``values`` (B, H, S, C) takes the attention weights straight to the output
+        projection's result (values times the projection, its bias shared out over the heads: each head's
+        weights sum to 1). Exact up to rounding; 2× faster than q projection, attention and output
+        projection (192 wide, 4 heads, 16 text positions: 232 against 421 µs at 2 rows, 4.1 against 8.4 ms
+        at 128, bf16), and fewer FLOPs while S·(H − 1) ≤ C."""
+        scores = torch.einsum("hdc,bhsd->bchs", self.q_heads, k.float())
+        values = torch.einsum("bhsd,hdc->bhsc", v.float(), self.out_heads) + self.out_bias
+        return scores.to(self.dtype).contiguous(), values.to(self.dtype).contiguous()
+
+    def forward(self, x: torch.Tensor, text: tuple[torch.Tensor, torch.Tensor], bias: torch.Tensor,
+                folded: bool = False) -> torch.Tensor:
+        """``text``: this layer's (k, v) with ``bias`` (B, 1, 1, S), or, when ``folded``, its ``fold_text``
+        maps with ``bias`` (B, 1, H·S)."""
         b, n, d = x.shape
         h = self.heads
         self_rows, cross_rows = MATMUL_FROM_ROWS[self.dtype]
-        q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, h, -1).permute(2, 0, 3, 1, 4)  # each (B, H, N, Dh)
+        qkv = self.qkv(self.norm1(x)).view(b, n, 3, h, -1).permute(2, 0, 3, 1, 4)  # (3, B, H, N, Dh)
+        if b >= self_rows:  # one copy for all three, then views for the batched matmuls
+            qkv = qkv.contiguous()
+        q, k, v = qkv
         y = attention(q, k, v, None, b >= self_rows)  # (B, H, N, Dh); the scale is in q's weights
         x = self.out1(y.transpose(1, 2).reshape(b, n, d), add=x)
-        q = self.cross_q(self.norm2(x)).view(b, n, h, -1).transpose(1, 2)
-        y = attention(q, kv[0], kv[1], bias, b >= cross_rows)
-        x = self.out2(y.transpose(1, 2).reshape(b, n, d), add=x)
+        if folded:  # cross-attention through fold_text's maps: two batched matmuls and a softmax
+            scores_map, values = text
+            s = scores_map.shape[-1]
+            scores = torch.baddbmm(bias, self.norm2(x), scores_map.view(b, d, h * s))  # (B, N, H·S)
+            p = torch.softmax(scores.view(b, n, h, s), dim=-1).view(b, n, h * s)
+            x = torch.baddbmm(x, p, values.view(b, h * s, d))
+        else:
+            q = self.cross_q(self.norm2(x)).view(b, n, h, -1).transpose(1, 2)
+            y = attention(q, text[0], text[1], bias, b >= cross_rows)
+            x = self.out2(y.transpose(1, 2).reshape(b, n, d), add=x)
         return self.fc2(self.fc1(self.norm3(x)), add=x)
 
 
@@ -253,19 +296,40 @@ class PackedMaskedTransformer(nn.Module):
         self.requires_grad_(False).eval()
 
     def prepare_text(self, text: torch.Tensor, text_mask: torch.Tensor) -> dict:
-        """Per-layer text keys/values (in ``dtype``) and the mask, as ``MaskedTransformer.prepare_text``."""
+        """Per-layer text keys/values (in ``dtype``) and the mask, as ``MaskedTransformer.prepare_text``, and
+        under ``cross`` each layer's ``PackedBlock.fold_text`` maps."""
         text = text.to(self.dtype)
-        return {"kv": [blk.project_kv(text) for blk in self.blocks], "mask": text_mask}
+        kv = [blk.project_kv(text) for blk in self.blocks]
+        return {"kv": kv, "cross": [blk.fold_text(k, v) for blk, (k, v) in zip(self.blocks, kv)], "mask": text_mask}
+
+    splits_head = True  # as MaskedTransformer: forward = head_logits(hidden(...))
 
     def forward(self, tokens: torch.Tensor, text: torch.Tensor | None = None, text_mask: torch.Tensor | None = None,
                 prepared: dict | None = None) -> torch.Tensor:
         """tokens (B, N) → float32 logits (B, N, vocab_size)."""
+        return self.head_logits(self.hidden(tokens, text, text_mask, prepared))
+
+    def head_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Final hidden states (B, N, C), any float dtype → float32 logits (B, N, vocab_size)."""
+        return self.head(h.to(self.dtype)).float()
+
+    def hidden(self, tokens: torch.Tensor, text: torch.Tensor | None = None, text_mask: torch.Tensor | None = None,
+               prepared: dict | None = None) -> torch.Tensor:
+        """tokens (B, N) → final normalised hidden states (B, N, C) in ``dtype``."""
         prepared = resolve_prepared(self, text, text_mask, prepared)
-        bias = _attention_bias(prepared["mask"], self.dtype)  # mask (B, S): True = attend
+        mask = prepared["mask"]  # (B, S): True = attend
+        b, s = mask.shape
+        h, dim = self.config.heads, self.config.dim
+        bias = _attention_bias(mask, self.dtype)  # (B, 1, 1, S)
+        # the folded cross-attention while it costs fewer FLOPs (S·(H − 1) ≤ C: prompts up to 64 tokens for
+        # the small preset), keys and values for longer text
+        folded = "cross" in prepared and s * (h - 1) <= dim
+        if folded:
+            bias = bias.expand(b, 1, h, s).reshape(b, 1, h * s)
         x = self.tok_emb(tokens) + self.pos_emb  # (B, N, C)
-        for blk, kv in zip(self.blocks, prepared["kv"]):
-            x = blk(x, kv, bias)
-        return self.head(self.norm(x)).float()
+        for blk, text_l in zip(self.blocks, prepared["cross"] if folded else prepared["kv"]):
+            x = blk(x, text_l, bias, folded)
+        return self.norm(x)
 
     def save_pretrained(self, *args: Any, **kwargs: Any) -> None:
         raise RuntimeError("a packed generator is an inference copy (pixlm.fast.optimize); save the pipeline "

@@ -28,6 +28,7 @@ from pixlm.models.gan import GANGenerator
 from pixlm.models.masked import MaskedTransformer
 from pixlm.models.vae import ConditionalVAE
 from pixlm.models.vq import VQModel
+from pixlm.sampling.cfg import map_tensors
 from pixlm.sampling.registry import make_sampler
 from pixlm.text.encoder import TextEncoder
 
@@ -179,14 +180,16 @@ class TextToImagePipeline:
     def text_conditioning(self, rows: list[str], negatives: list[str] | None,
                           scale: float) -> tuple[dict, dict | None]:
         """``prepare_text`` results for the conditional rows and (when guidance is on) the unconditional rows: the
-        negative prompts, or the empty prompt. Each distinct text is encoded once."""
+        negative prompts, or the empty prompt. Each distinct text is encoded and prepared once, then its rows
+        are repeated (``prepare_text`` works row by row)."""
         uniq = list(dict.fromkeys(rows + (negatives or []) + [""]))
         states, mask = self.text_encoder.encode(uniq)
         pos = {p: i for i, p in enumerate(uniq)}
+        every = self.generator.prepare_text(states.to(self.device), mask.to(self.device))
 
         def prepared(texts: list[str]) -> dict:
-            idx = torch.tensor([pos[t] for t in texts])
-            return self.generator.prepare_text(states[idx].to(self.device), mask[idx].to(self.device))
+            idx = torch.tensor([pos[t] for t in texts], device=self.device)
+            return map_tensors(lambda t: t.index_select(0, idx), every)
 
         uncond = prepared(negatives or [""] * len(rows)) if scale != 1.0 else None
         return prepared(rows), uncond

@@ -72,9 +72,22 @@ class MaskedTransformer(nn.Module, Pretrained):
             return {"kv": [blk.cross_attn.project_kv(text) for blk in self.blocks], "mask": text_mask}
         return {"prefix": self.text_proj(text) + self.text_pos, "mask": text_mask}
 
+    # forward = head_logits(hidden(...)): pixlm.fast applies guidance to the hidden states and runs the head
+    # once (exact, as the head is affine)
+    splits_head = True
+
     def forward(self, tokens: torch.Tensor, text: torch.Tensor | None = None, text_mask: torch.Tensor | None = None,
                 prepared: dict | None = None) -> torch.Tensor:
         """tokens (B, N) with ``mask_id`` at masked places → logits (B, N, vocab_size)."""
+        return self.head_logits(self.hidden(tokens, text, text_mask, prepared))
+
+    def head_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Final hidden states (B, N, C) → logits (B, N, vocab_size)."""
+        return self.head(h)
+
+    def hidden(self, tokens: torch.Tensor, text: torch.Tensor | None = None, text_mask: torch.Tensor | None = None,
+               prepared: dict | None = None) -> torch.Tensor:
+        """tokens (B, N) → final (normalised) hidden states (B, N, C), the head's input."""
         prepared = resolve_prepared(self, text, text_mask, prepared)
         x = self.tok_emb(tokens) + self.pos_emb  # (B, N, C)
         n = x.shape[1]
@@ -87,7 +100,7 @@ class MaskedTransformer(nn.Module, Pretrained):
             for blk in self.blocks:
                 x = blk(x, self_mask=full)
             x = x[:, -n:]
-        return self.head(self.norm(x))
+        return self.norm(x)
 
 
 def cosine_mask_ratio(r: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import torch
+
+
+def map_tensors(fn: Callable[[torch.Tensor], Any], x: Any) -> Any:
+    """``fn`` applied to every tensor in nested dicts, lists and tuples (e.g. ``prepare_text`` output)."""
+    if isinstance(x, torch.Tensor):
+        return fn(x)
+    if isinstance(x, dict):
+        return {k: map_tensors(fn, v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(map_tensors(fn, v) for v in x)
+    return x
 
 
 def pad_to(x: torch.Tensor, dim: int, length: int) -> torch.Tensor:
@@ -15,13 +28,23 @@ def pad_to(x: torch.Tensor, dim: int, length: int) -> torch.Tensor:
     return torch.cat([x, x.new_zeros(shape)], dim=dim)
 
 
+# The text-length axis of each tensor in the per-layer pairs of prepared text: ``kv``, (k, v) each (B, H, T, Dh);
+# ``cross`` (a packed generator's folded cross-attention, pixlm.packed), maps (B, C, H, T) and (B, H, T, C).
+PAIR_TEXT_DIMS = {"kv": (2, 2), "cross": (3, 2)}
+
+
+def pad_pairs(pairs: list, dims: tuple[int, int], length: int) -> list:
+    """Per-layer pairs of prepared text, each tensor zero-padded along its text axis up to ``length``."""
+    return [tuple(pad_to(x, d, length) for x, d in zip(pair, dims)) for pair in pairs]
+
+
 def concat_prepared(a: dict, b: dict) -> dict:
     """Stack two ``prepare_text`` results along the batch (``a``'s rows first), zero-padding the text length.
 
-    Understands the keys the generators produce: ``mask`` (B, T), ``states`` or ``prefix`` (B, T, D), ``kv``
-    (a list of per-layer (k, v), each (B, H, T, Dh)) and ``pooled`` (B, D). Padded text positions are masked out.
+    Understands the keys the generators produce: ``mask`` (B, T), ``states`` or ``prefix`` (B, T, D), per-layer
+    pairs (``PAIR_TEXT_DIMS``: ``kv``, ``cross``) and ``pooled`` (B, D). Padded text positions are masked out.
     """
-    unknown = (set(a) | set(b)) - {"mask", "states", "prefix", "kv", "pooled"}
+    unknown = (set(a) | set(b)) - {"mask", "states", "prefix", "pooled", *PAIR_TEXT_DIMS}
     if unknown or set(a) != set(b):
         raise ValueError(f"cannot stack prepared text with keys {sorted(a)} and {sorted(b)}")
     out: dict = {}
@@ -31,10 +54,10 @@ def concat_prepared(a: dict, b: dict) -> dict:
     for key in ("states", "prefix"):
         if key in a:
             out[key] = torch.cat([pad_to(a[key], 1, t), pad_to(b[key], 1, t)])
-    if "kv" in a:
-        out["kv"] = [(torch.cat([pad_to(ka, 2, t), pad_to(kb, 2, t)]),
-                      torch.cat([pad_to(va, 2, t), pad_to(vb, 2, t)]))
-                     for (ka, va), (kb, vb) in zip(a["kv"], b["kv"])]
+    for key, dims in PAIR_TEXT_DIMS.items():
+        if key in a:
+            out[key] = [tuple(torch.cat(xy) for xy in zip(pa, pb))
+                        for pa, pb in zip(pad_pairs(a[key], dims, t), pad_pairs(b[key], dims, t))]
     if "pooled" in a:
         out["pooled"] = torch.cat([a["pooled"], b["pooled"]])
     return out
