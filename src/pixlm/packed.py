@@ -277,6 +277,8 @@ class PackedMaskedTransformer(nn.Module):
     """Inference copy of a cross-conditioned ``MaskedTransformer``: same ``config``, ``kind``,
     ``prepare_text`` and ``forward`` interface; ``dtype`` inside, float32 logits out. Not trainable, not saved."""
 
+    splits_head = True  # as MaskedTransformer: forward = head_logits(hidden(...))
+
     def __init__(self, model: nn.Module, dtype: torch.dtype = BF16) -> None:
         super().__init__()
         if getattr(model, "kind", None) != "masked" or model.config.conditioning != "cross":
@@ -301,8 +303,6 @@ class PackedMaskedTransformer(nn.Module):
         text = text.to(self.dtype)
         kv = [blk.project_kv(text) for blk in self.blocks]
         return {"kv": kv, "cross": [blk.fold_text(k, v) for blk, (k, v) in zip(self.blocks, kv)], "mask": text_mask}
-
-    splits_head = True  # as MaskedTransformer: forward = head_logits(hidden(...))
 
     def forward(self, tokens: torch.Tensor, text: torch.Tensor | None = None, text_mask: torch.Tensor | None = None,
                 prepared: dict | None = None) -> torch.Tensor:

@@ -49,6 +49,9 @@ class MaskedConfig:
 class MaskedTransformer(nn.Module, Pretrained):
     config_class = MaskedConfig
     kind = "masked"
+    # forward = head_logits(hidden(...)): pixlm.fast applies guidance to the hidden states and runs the head
+    # once (exact, as the head is affine)
+    splits_head = True
 
     def __init__(self, config: MaskedConfig) -> None:
         super().__init__()
@@ -71,10 +74,6 @@ class MaskedTransformer(nn.Module, Pretrained):
         if self.config.conditioning == "cross":
             return {"kv": [blk.cross_attn.project_kv(text) for blk in self.blocks], "mask": text_mask}
         return {"prefix": self.text_proj(text) + self.text_pos, "mask": text_mask}
-
-    # forward = head_logits(hidden(...)): pixlm.fast applies guidance to the hidden states and runs the head
-    # once (exact, as the head is affine)
-    splits_head = True
 
     def forward(self, tokens: torch.Tensor, text: torch.Tensor | None = None, text_mask: torch.Tensor | None = None,
                 prepared: dict | None = None) -> torch.Tensor:
