@@ -47,7 +47,8 @@ def main() -> None:
     if a.captioner:
         cap, vq, source = Captioner.from_pretrained(a.captioner), VQModel.from_pretrained(a.tokenizer), a.captioner
     else:
-        from pixlm.pipeline import bundled_model_path, load_pipeline
+        from pixlm.pipelines.common import bundled_model_path
+        from pixlm.pipelines.text_to_image import load_pipeline
 
         pipe = load_pipeline(a.model)
         cap, vq = pipe.get_captioner(), pipe.vq

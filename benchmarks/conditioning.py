@@ -32,7 +32,7 @@ def main() -> None:
     from safetensors.torch import load_file, save_file
 
     from pixlm.models.masked import masked_token_loss
-    from pixlm.pipeline import load_pipeline
+    from pixlm.pipelines.text_to_image import load_pipeline
     from pixlm.train.generator import GeneratorTrainConfig, gather_text, quick_accuracy, train_generator
 
     pool = load_file(a.pool)

@@ -90,15 +90,16 @@ def main() -> None:
 
     from pixlm.data.detailed import same_scene
     from pixlm.data.shapes import random_scene, render, satisfies
-    from pixlm.editing import encode_images, inpaint, instruct
+    from pixlm.pipelines.editing import encode_images, inpaint, instruct
     from pixlm.eval.geometric import read_scene
-    from pixlm.pipeline import bundled_model_path, load_pipeline
+    from pixlm.pipelines.common import bundled_model_path
+    from pixlm.pipelines.text_to_image import load_pipeline
     from PIL import Image
 
     import numpy as np
     import torch.nn.functional as F
 
-    from pixlm.pipeline import tokens_to_images
+    from pixlm.pipelines.common import tokens_to_images
 
     def pixels_kept(pipe, src_tokens: torch.Tensor, edited: Image.Image, repainted: torch.Tensor) -> tuple[int, int]:
         """Pixels farther than one token from the re-masked region that match the source's decoding (±8)."""

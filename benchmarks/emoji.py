@@ -256,7 +256,7 @@ def main() -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
     from pixlm.eval.clip_score import clip_score, embed_images, image_features, load_scorer, pil_to_tensor
-    from pixlm.pipeline import load_pipeline
+    from pixlm.pipelines.text_to_image import load_pipeline
 
     pipe = load_pipeline(a.model)
     scorer = load_scorer(a.scorer)

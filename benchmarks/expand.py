@@ -100,7 +100,8 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     from pixlm.data.loose import BENCHMARK_SEED, expansion_correct, loose_prompt_set
     from pixlm.eval.paraphrase import paraphrase_prompts_path
-    from pixlm.pipeline import bundled_model_path, load_pipeline
+    from pixlm.pipelines.common import bundled_model_path
+    from pixlm.pipelines.text_to_image import load_pipeline
     from pixlm.text.expander import load_expander_dir
 
     if a.model is None:

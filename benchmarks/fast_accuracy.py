@@ -44,7 +44,7 @@ def run_variant(name: str, out: Path, images_per_prompt: int, threads: int, seed
     """Evaluate one setting; writes ``out/<slug>/report.json`` and the tokens of a fixed probe batch."""
     from pixlm.eval.report import run_eval
     from pixlm.fast import optimize
-    from pixlm.pipeline import load_pipeline
+    from pixlm.pipelines.text_to_image import load_pipeline
 
     pipe = optimize(load_pipeline(model), threads=threads, **VARIANTS[name])
     report = run_eval(model=model, prompts=None, images_per_prompt=images_per_prompt, out=str(out / slug(name)),

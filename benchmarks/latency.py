@@ -42,7 +42,7 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    from pixlm.pipeline import load_pipeline
+    from pixlm.pipelines.text_to_image import load_pipeline
 
     pipe = load_pipeline(a.model)
     ps = prompts(a.repeats + 10)

@@ -16,7 +16,7 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=8)
     a = ap.parse_args()
     from pixlm.models.vq import VQModel
-    from pixlm.pipeline import bundled_model_path
+    from pixlm.pipelines.common import bundled_model_path
     from pixlm.train.common import psnr, shapes_batch
 
     root = bundled_model_path() if a.model is None else a.model

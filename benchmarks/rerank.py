@@ -3,7 +3,7 @@
     python benchmarks/rerank.py [--model DIR] [--configs 1x8,1x32,4x2,4x8] [--images-per-prompt 1] [--out ...]
 
 A config ``NxS`` draws N candidates per image with S decoding steps and keeps the best by
-``pixlm.rerank.score_candidate`` (geometric reading + the model's detailed caption); 1xS is plain generation.
+``pixlm.pipelines.rerank.score_candidate`` (geometric reading + the model's detailed caption); 1xS is plain generation.
 Every image is scored by the shipped evaluation judge (``eval.judge``, learned + geometric), which is *not* what
 the reranker uses. Time is wall time per output image, reranking included, so "equal total time" pairs are
 read off the table: 4x2 costs about what 1x8 does (same number of generator forwards), 1x32 about what 4x8 does.
@@ -38,8 +38,9 @@ def main() -> None:
     from pixlm.data.specs import load_specs
     from pixlm.eval.judge import default_judge
     from pixlm.eval.score import summarize
-    from pixlm.pipeline import bundled_model_path, load_pipeline
-    from pixlm.rerank import generate_reranked
+    from pixlm.pipelines.common import bundled_model_path
+    from pixlm.pipelines.text_to_image import load_pipeline
+    from pixlm.pipelines.rerank import generate_reranked
 
     pipe = load_pipeline(a.model)
     rows = load_specs(a.prompts)

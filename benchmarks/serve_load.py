@@ -114,7 +114,7 @@ def bundle_shaped(path: Path) -> Path:
 
     from pixlm.models.masked import MaskedConfig, MaskedTransformer
     from pixlm.models.vq import VQConfig, VQModel
-    from pixlm.pipeline import TextToImagePipeline
+    from pixlm.pipelines.text_to_image import TextToImagePipeline
     from pixlm.train.generator import GeneratorTrainConfig, text_encoder_from_spec
 
     torch.manual_seed(0)
@@ -155,7 +155,7 @@ def main() -> None:
     elif args.model:
         model, label = args.model, args.model
     else:
-        from pixlm.pipeline import bundled_model_path
+        from pixlm.pipelines.common import bundled_model_path
 
         model, label = str(bundled_model_path()), "bundled shapes-masked"
     body: dict = {"n": args.n, "response_format": "b64_json"}

@@ -20,7 +20,7 @@ in one batch for every system), the same token grid (8×8) and 64×64 output ima
 
 Latency: median wall time of one call (prompts never seen before, so pixlm's text cache only helps with the
 empty unconditional prompt, which it encodes once). Throughput: images / median wall time of a large batch.
-FLOPs: pixlm's network analytically (``pixlm.presets.forward_flops``); every component of both pipelines
+FLOPs: pixlm's network analytically (``pixlm.models.presets.forward_flops``); every component of both pipelines
 also by ``torch.utils.flop_counter`` on one batch-1 call (attention through the math kernel so it counts).
 MFU = model FLOPs per second / the device's peak, an estimate stated in the output. Not a test.
 """
@@ -252,7 +252,7 @@ def build_amused(config: Any, target_params: int, *, text_layers: int = 6, text_
 
 def build_pixlm(model: str, device: str = "cpu", seed: int = 0) -> tuple[Any, str]:
     """The bundled pipeline (``bundled``), a model folder, or random weights of the small preset (``random``)."""
-    from pixlm.pipeline import TextToImagePipeline, load_pipeline
+    from pixlm.pipelines.text_to_image import TextToImagePipeline, load_pipeline
 
     if model == "bundled":
         try:
@@ -264,7 +264,7 @@ def build_pixlm(model: str, device: str = "cpu", seed: int = 0) -> tuple[Any, st
         return load_pipeline(model, device=device), model
     from pixlm.models.masked import MaskedTransformer
     from pixlm.models.vq import VQConfig, VQModel
-    from pixlm.presets import small
+    from pixlm.models.presets import small
     from pixlm.text.encoder import TextEncoder, TextEncoderConfig
 
     torch.manual_seed(seed)
@@ -278,7 +278,7 @@ def clone_pipeline(pipe: Any) -> Any:
     the text encoder's weights are shared (optimize() never changes them in place)."""
     from collections import OrderedDict
 
-    from pixlm.pipeline import TextToImagePipeline
+    from pixlm.pipelines.text_to_image import TextToImagePipeline
 
     text = copy.copy(pipe.text_encoder)
     text._cache = OrderedDict()
@@ -419,7 +419,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t_start = time.perf_counter()
 
     from pixlm.fast import optimize
-    from pixlm.presets import forward_flops
+    from pixlm.models.presets import forward_flops
 
     base_pipe, model_desc = build_pixlm(a.model, dev)
     cfg = base_pipe.generator.config
@@ -551,7 +551,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # --- base preset (GPU only): the fixed-shape loop with random text states, no decoder
     if cuda:
         from pixlm.fast import FastGenerator
-        from pixlm.presets import base, build
+        from pixlm.models.presets import base, build
         from pixlm.sampling.maskgit import MaskGITSampler
 
         bcfg = base()

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     from pixlm.checkpoint import read_json, write_json
     from pixlm.data.specs import make_dev_set, write_specs
     from pixlm.eval.report import run_eval
-    from pixlm.pipeline import load_pipeline
+    from pixlm.pipelines.text_to_image import load_pipeline
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", default="runs/baselines")

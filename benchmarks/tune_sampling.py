@@ -36,7 +36,7 @@ def main() -> None:
     from pixlm.data.shapes import satisfies
     from pixlm.data.specs import load_specs, make_dev_set
     from pixlm.eval.judge import default_judge
-    from pixlm.pipeline import load_pipeline
+    from pixlm.pipelines.text_to_image import load_pipeline
 
     pipe = load_pipeline(a.model)
     judge = default_judge()

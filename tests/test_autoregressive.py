@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from pixlm.models.autoregressive import AutoregressiveConfig, AutoregressiveTransformer, autoregressive_loss
-from pixlm.pipeline import load_pipeline
+from pixlm.pipelines.text_to_image import load_pipeline
 from pixlm.sampling.autoregressive import AutoregressiveSampler, filter_logits, sample_logits
 from pixlm.testing import tiny_pipeline_for
 

@@ -11,7 +11,7 @@ import torch
 
 from pixlm.models.codes import CodeSpace
 from pixlm.models.vq import VQConfig, VQModel
-from pixlm.pipeline import load_pipeline
+from pixlm.pipelines.text_to_image import load_pipeline
 from pixlm.sampling.cfg import concat_prepared
 from pixlm.sampling.diffusion import DiffusionSampler
 from pixlm.testing import tiny_generator, tiny_pipeline_for

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from pixlm.bench import ROW_KEYS, BenchConfig, PeakRSS, measure_memory_subprocess, parse_model_arg, run_bench
+from pixlm.eval.bench import ROW_KEYS, BenchConfig, PeakRSS, measure_memory_subprocess, parse_model_arg, run_bench
 from pixlm.cli import app
 from pixlm.data.specs import load_specs
 from pixlm.testing import tiny_pipeline_for

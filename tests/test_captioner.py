@@ -17,7 +17,7 @@ from pixlm.data.shapes import COLORS, Scene, random_scene, render
 from pixlm.data.specs import SpecError
 from pixlm.models.captioner import (DETAILED, EOS, SPECIALS, UNK, Captioner, CaptionerConfig, NoCaptionerError,
                                     build_vocab, caption_loss, join_words, pad_ids, split_words, tokenizer_fingerprint)
-from pixlm.pipeline import TextToImagePipeline
+from pixlm.pipelines.text_to_image import TextToImagePipeline
 from pixlm.sampling.captioning import CaptionSampler, caption_tokens
 from pixlm.testing import tiny_pipeline
 from pixlm.train.captioner import CaptionerTrainConfig, attach_captioner, train_captioner

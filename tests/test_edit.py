@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 
 from pixlm.data.shapes import Scene, random_scene, render
-from pixlm.editing import (blank_tokens, cell_tokens, edit_image, encode_images, inpaint, instruct, is_clean_render,
+from pixlm.pipelines.editing import (blank_tokens, cell_tokens, edit_image, encode_images, inpaint, instruct, is_clean_render,
                            outpaint, parse_sides, repaint_grid, vary_image, variation)
-from pixlm.rerank import generate_reranked, partial_match, score_candidate
+from pixlm.pipelines.rerank import generate_reranked, partial_match, score_candidate
 from pixlm.testing import tiny_pipeline
 
 SCENE = Scene.from_dicts([{"shape": "circle", "color": "red", "size": "large", "row": 0, "col": 0},
@@ -144,7 +144,7 @@ def test_instruction_edit_regenerates_only_the_changed_cells(pipe, picture) -> N
 
 
 def test_edit_prompt_names_changed_objects_first() -> None:
-    from pixlm.editing import edit_prompt
+    from pixlm.pipelines.editing import edit_prompt
 
     target = SCENE.to_dicts()
     assert edit_prompt(target, [(2, 1)]) == "a small blue square at the bottom and a large red circle in the top left"

@@ -170,13 +170,13 @@ def test_scorer_retrieval_and_save(tmp_path: Path, emoji_data: Path) -> None:
 
 
 def test_bundled_names_resolve(monkeypatch: pytest.MonkeyPatch) -> None:
-    import pixlm.pipeline as pp
+    import pixlm.pipelines.text_to_image as pp
 
     seen = []
     monkeypatch.setattr(pp.TextToImagePipeline, "from_pretrained", classmethod(lambda cls, p, device="cpu": seen.append(p)))
     pp.load_pipeline("shapes")
     assert seen[-1] == pp.bundled_model_path("shapes-masked")
-    if (Path(pp.__file__).parent / "assets" / "emoji-masked" / "model_index.json").is_file():
+    if (Path(pp.__file__).parents[1] / "assets" / "emoji-masked" / "model_index.json").is_file():
         pp.load_pipeline("emoji")
         assert seen[-1].name == "emoji-masked"
     else:

@@ -119,7 +119,8 @@ def _shipped_style_picture() -> Image.Image:
 
 
 def test_bundled_emoji_model_captions(tmp_path: Path, runner) -> None:
-    from pixlm.pipeline import bundled_model_path, load_pipeline
+    from pixlm.pipelines.common import bundled_model_path
+    from pixlm.pipelines.text_to_image import load_pipeline
 
     folder = bundled_model_path("emoji-masked") / "captioner"
     assert (folder / "model.safetensors").stat().st_size < 3_200_000  # float16, inside the asset budget

@@ -11,7 +11,7 @@ import torch
 from pixlm.cli import app
 from pixlm.data.loose import vocabulary_words
 from pixlm.models.expander_lm import ExpanderConfig, ExpanderLM, build_vocab
-from pixlm.pipeline import TextToImagePipeline
+from pixlm.pipelines.text_to_image import TextToImagePipeline
 from pixlm.testing import tiny_pipeline
 from pixlm.text.expander import BuiltinExpander, Expander
 

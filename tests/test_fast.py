@@ -14,7 +14,7 @@ from pixlm.fast import (FastGenerator, fixed_maskgit_loop, optimize, pad_prepare
                         use_matmul_attention)
 from pixlm.models.layers import Attention
 from pixlm.models.masked import MaskedConfig, MaskedTransformer
-from pixlm.presets import PARAM_RANGES, PRESETS, build, forward_flops, get_preset, param_count
+from pixlm.models.presets import PARAM_RANGES, PRESETS, build, forward_flops, get_preset, param_count
 from pixlm.sampling.maskgit import MaskGITSampler
 from pixlm.testing import tiny_pipeline, tiny_pipeline_for
 

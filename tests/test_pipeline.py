@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from pixlm.checkpoint import CheckpointError
-from pixlm.pipeline import TextToImagePipeline, contact_sheet, load_pipeline
+from pixlm.pipelines.common import contact_sheet
+from pixlm.pipelines.text_to_image import TextToImagePipeline, load_pipeline
 from pixlm.testing import tiny_pipeline
 
 

@@ -1,4 +1,4 @@
-"""The server's edit/variation adapters (pixlm.editing.edit_image / vary_image) and OpenAI mask rules."""
+"""The server's edit/variation adapters (pixlm.pipelines.editing.edit_image / vary_image) and OpenAI mask rules."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pixlm.editing import edit_image, image_to_tensor, repaint_grid, vary_image
+from pixlm.pipelines.editing import edit_image, image_to_tensor, repaint_grid, vary_image
 from pixlm.testing import tiny_pipeline
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pixlm.models.vq import VQModel
-from pixlm.pipeline import load_pipeline
+from pixlm.pipelines.text_to_image import load_pipeline
 from pixlm.train.common import complete_checkpoints
 from pixlm.train.generator import GeneratorTrainConfig, train_generator
 from pixlm.train.tokenizer import TokenizerTrainConfig, train_tokenizer

@@ -8,6 +8,7 @@ fast. To add a command, write a function under the right Typer app (``app`` for 
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -163,7 +164,8 @@ def generate(
     = False,
 ) -> None:
     """Draw images for PROMPT; prints the path of each PNG (plus a contact sheet when N > 1)."""
-    from pixlm.pipeline import contact_sheet, load_pipeline
+    from pixlm.pipelines.common import contact_sheet
+    from pixlm.pipelines.text_to_image import load_pipeline
 
     with user_errors():
         pipe = load_pipeline(model)
@@ -172,7 +174,7 @@ def generate(
 
             optimize_recommended(pipe)
         if rerank > 1:
-            from pixlm.rerank import generate_reranked
+            from pixlm.pipelines.rerank import generate_reranked
 
             result = generate_reranked(pipe, prompt, rerank, num_images, seed=seed, num_inference_steps=steps,
                                        guidance_scale=guidance, negative_prompt=negative_prompt, expand=expand)
@@ -208,8 +210,8 @@ def caption_cmd(
     seed: Annotated[Optional[int], typer.Option(help="Random seed (--method sample).")] = None,
 ) -> None:
     """Print one caption per IMAGE, in order."""
-    from pixlm.editing import open_image
-    from pixlm.pipeline import load_pipeline
+    from pixlm.pipelines.common import open_image
+    from pixlm.pipelines.text_to_image import load_pipeline
 
     with user_errors():
         pics = [open_image(p) for p in images]
@@ -217,6 +219,38 @@ def caption_cmd(
         options = {"num_beams": beams} if method == "beam" else {"temperature": temperature} if method == "sample" else {}
         for text in pipe.caption(pics, detailed=detailed, method=method, seed=seed, **options):
             typer.echo(text)
+
+
+def edit_files(image: str | os.PathLike, prompt: str, out: str | os.PathLike, mode: str = "inpaint",
+               mask: str | os.PathLike | None = None, strength: float | None = None, extend: str | None = None,
+               shift: bool = False, model: str | None = None, num_images: int = 1, steps: int | None = None,
+               seed: int | None = None) -> list[Path]:
+    """What ``pixlm edit`` does: read the files, edit, write ``OUT/<stem>-<mode>-NN.png``; returns the paths."""
+    from pixlm.pipelines.common import open_image
+    from pixlm.pipelines.editing import MODES, parse_sides
+    from pixlm.pipelines.text_to_image import load_pipeline
+
+    if mode not in MODES:
+        raise ValueError(f"--mode {mode!r} is not one of {MODES}")
+    if (extend is not None or shift) and mode != "outpaint":
+        raise ValueError("--extend/--shift only apply to --mode outpaint")
+    pic = open_image(image)
+    options: dict = {"num_images": num_images, "num_inference_steps": steps}
+    if mode == "outpaint":
+        if extend is None:
+            raise ValueError("--mode outpaint needs --extend, e.g. --extend right=16")
+        options.update(parse_sides(extend), extend=not shift)
+    pipe = load_pipeline(model)
+    result = pipe.edit(pic, prompt, mode=mode, mask=open_image(mask) if mask is not None else None,
+                       strength=strength, seed=seed, **options)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, im in enumerate(result.images):
+        path = out / f"{Path(image).stem}-{mode}-{i:02d}.png"
+        im.save(path)
+        paths.append(path)
+    return paths
 
 
 @app.command("edit")
@@ -238,8 +272,6 @@ def edit_cmd(
     seed: Annotated[Optional[int], typer.Option(help="Random seed; same seed, same result.")] = None,
 ) -> None:
     """Edit IMAGE: repaint a masked area, grow the canvas, vary it, or follow an instruction; prints the PNG paths."""
-    from pixlm.editing import edit_files
-
     with user_errors():
         for path in edit_files(image, prompt, out, mode, mask, strength, extend, shift, model, num_images, steps, seed):
             typer.echo(str(path))
@@ -491,7 +523,7 @@ def bench_cmd(
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Latency (bs 1), throughput (bs 64), peak memory, accuracy and FID of several models in one run."""
-    from pixlm.bench import BenchConfig, run_bench
+    from pixlm.eval.bench import BenchConfig, run_bench
 
     with user_errors():
         cfg = BenchConfig(repeats=repeats, images_per_prompt=images_per_prompt, threads=threads, memory=memory,

@@ -6,7 +6,7 @@ import torch
 
 from pixlm.models.masked import MaskedConfig, MaskedTransformer
 from pixlm.models.vq import VQConfig, VQModel
-from pixlm.pipeline import TextToImagePipeline
+from pixlm.pipelines.text_to_image import TextToImagePipeline
 from pixlm.text.encoder import TextEncoder, TextEncoderConfig
 
 

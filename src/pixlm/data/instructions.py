@@ -1,6 +1,6 @@
 """Instruction edits on shapes-world scenes: "make the circle blue" + a scene → the scene it asks for.
 
-This module is pure scene logic (no images, no models); :func:`pixlm.editing.instruct` uses it to decide which
+This module is pure scene logic (no images, no models); :func:`pixlm.pipelines.editing.instruct` uses it to decide which
 cells of a picture change and what the new picture must show. Supported instructions (case and a trailing
 period ignored, "please" allowed)::
 

@@ -268,7 +268,7 @@ def run_eval(model: str | None, prompts: str | None, images_per_prompt: int, out
     else:
         spec_rows = load_prompt_rows(prompts)
         if pipeline is None:
-            from pixlm.pipeline import load_pipeline
+            from pixlm.pipelines.text_to_image import load_pipeline
 
             pipeline = load_pipeline(model)
         rows, images, timings = generate_images(pipeline, spec_rows, images_per_prompt, seed, steps, guidance,

@@ -32,7 +32,8 @@ def run_server(model: str | os.PathLike | None = None, host: str = "127.0.0.1", 
         raise ValueError("serving needs the serve extra: pip install 'pixlm[serve]'") from e
     from pathlib import Path
 
-    from pixlm.pipeline import BUNDLED, load_pipeline
+    from pixlm.pipelines.common import BUNDLED
+    from pixlm.pipelines.text_to_image import load_pipeline
 
     from PIL import Image
 

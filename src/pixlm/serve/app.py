@@ -24,7 +24,7 @@ from PIL import Image
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pixlm.editing import edit_image, repaint_grid, vary_image
+from pixlm.pipelines.editing import edit_image, repaint_grid, vary_image
 from pixlm.serve.batcher import Batcher, Job, QueueFull
 from pixlm.serve.errors import APIError, bad_request, error_body
 from pixlm.serve.images import ImageStore, decode_upload, not_found, png_bytes

@@ -78,7 +78,7 @@ SAMPLING_DEFAULTS = {"num_inference_steps": 8, "guidance_scale": 2.5, "temperatu
 def assemble(generator_pipeline: Path, decoder: Path, out: Path) -> Path:
     """Pipeline from stage 2 with the fine-tuned VQ of stage 3, weights stored as float16."""
     from pixlm.models.vq import VQModel
-    from pixlm.pipeline import TextToImagePipeline
+    from pixlm.pipelines.text_to_image import TextToImagePipeline
 
     pipe = TextToImagePipeline.from_pretrained(generator_pipeline)
     vq = VQModel.from_pretrained(decoder)

@@ -161,7 +161,7 @@ SAMPLING_DEFAULTS = {"num_inference_steps": 8, "guidance_scale": 1.5, "temperatu
 def assemble(generator_pipeline: Path, data: Path, out: Path) -> Path:
     """The trained pipeline in float16 with the data's licence and attribution files."""
     from pixlm.checkpoint import atomic_write_dir, write_json
-    from pixlm.pipeline import TextToImagePipeline
+    from pixlm.pipelines.text_to_image import TextToImagePipeline
 
     pipe = TextToImagePipeline.from_pretrained(generator_pipeline)
     pipe.defaults.update(SAMPLING_DEFAULTS)

@@ -32,7 +32,7 @@ from pixlm.checkpoint import write_json
 from pixlm.data.shapes import caption, group_relation_scene, random_scene, satisfies
 from pixlm.models.masked import MaskedConfig, MaskedTransformer, random_token_mask
 from pixlm.models.vq import VQModel
-from pixlm.pipeline import TextToImagePipeline
+from pixlm.pipelines.text_to_image import TextToImagePipeline
 from pixlm.text.encoder import TextEncoder, TextEncoderConfig, pad_states
 from pixlm.train.common import (LossLog, encode_in_batches, encode_scenes, restore_process_state,
                                 resume_from_latest, save_grid, save_tensors_atomic, save_training_checkpoint)

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from pixlm.checkpoint import CheckpointError, write_json
 from pixlm.models.vq import VQModel
-from pixlm.pipeline import TextToImagePipeline
+from pixlm.pipelines.text_to_image import TextToImagePipeline
 from pixlm.text.encoder import TextEncoder, TextEncoderConfig
 from pixlm.train.common import LossLog, resume_from_latest, save_grid, save_training_checkpoint
 from pixlm.train.generator import gather_text, quick_accuracy

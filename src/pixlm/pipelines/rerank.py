@@ -16,13 +16,17 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from itertools import permutations
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
 from pixlm.data.detailed import parse_detailed
 from pixlm.data.shapes import relation_holds, satisfies
 from pixlm.data.specs import SpecError, parse_prompt
-from pixlm.pipeline import PipelineOutput, TextToImagePipeline, _check_number, _check_prompts
+from pixlm.pipelines.common import PipelineOutput, check_number, check_prompts
+
+if TYPE_CHECKING:
+    from pixlm.pipelines.text_to_image import TextToImagePipeline
 
 MAX_CANDIDATES = 16
 
@@ -75,8 +79,8 @@ def generate_reranked(pipe: TextToImagePipeline, prompt: str | list[str], candid
     captioner joins the judging when the model has one and ``use_captioner``. All candidates are drawn in one
     batch, so N candidates cost about N images of sampling plus the judging.
     """
-    _check_number(candidates, "candidates", 1, MAX_CANDIDATES, integer=True)
-    prompts = _check_prompts(prompt)
+    check_number(candidates, "candidates", 1, MAX_CANDIDATES, integer=True)
+    prompts = check_prompts(prompt)
     specs = []
     for p in prompts:
         try:

@@ -21,11 +21,10 @@ argument order over the same implementation; the server checks masks with ``repa
 from __future__ import annotations
 
 import math
-import os
 import random
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -36,16 +35,23 @@ from pixlm.data.detailed import object_phrase, parse_detailed, same_scene
 from pixlm.data.instructions import EditPlan, plan_edit
 from pixlm.data.shapes import COLORS, PALETTE, satisfies
 from pixlm.data.specs import SpecError
-from pixlm.pipeline import (
+from pixlm.pipelines.common import (
     PipelineOutput,
     PreviewCallback,
-    TextToImagePipeline,
-    _check_number,
-    _check_prompts,
+    has_alpha,
+    square_crop,
+    check_number,
+    check_prompts,
+    encode_images,
+    image_to_tensor,
     make_generator,
+    prepare_image,
     tokens_to_images,
 )
 from pixlm.sampling.registry import make_sampler
+
+if TYPE_CHECKING:
+    from pixlm.pipelines.text_to_image import TextToImagePipeline
 
 MODES = ("inpaint", "outpaint", "variation", "instruct")
 ALPHA_THRESHOLD = 128  # alpha below this = transparent = repaint
@@ -60,45 +66,6 @@ class EditOutput(PipelineOutput):
     info: dict = field(default_factory=dict)
 
 
-# ---------------------------------------------------------------------------------------------- pictures
-def _square(image: Image.Image) -> Image.Image:
-    """Centre crop to a square (the model draws square pictures)."""
-    w, h = image.size
-    s = min(w, h)
-    left, top = (w - s) // 2, (h - s) // 2
-    return image if w == h else image.crop((left, top, left + s, top + s))
-
-
-def _has_alpha(image: Image.Image) -> bool:
-    return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
-
-
-def prepare_image(image: Image.Image, size: int) -> Image.Image:
-    """RGB ``size``×``size``: transparent pixels shown over white, centre-cropped, resized."""
-    if not isinstance(image, Image.Image):
-        raise TypeError(f"expected a PIL image, got {type(image).__name__}")
-    rgba = _square(image).convert("RGBA")
-    rgb = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
-    return rgb if rgb.size == (size, size) else rgb.resize((size, size), Image.LANCZOS)
-
-
-def image_to_tensor(image: Image.Image, size: int) -> torch.Tensor:
-    """(1, 3, size, size) in [-1, 1] (see :func:`prepare_image`)."""
-    arr = torch.from_numpy(np.asarray(prepare_image(image, size), dtype=np.float32).copy())  # (H, W, 3)
-    return (arr / 127.5 - 1).permute(2, 0, 1)[None]
-
-
-def encode_images(pipe: TextToImagePipeline, images: Image.Image | list[Image.Image]) -> torch.Tensor:
-    """Pictures → (B, h, w) tokens of the pipeline's tokenizer."""
-    images = [images] if isinstance(images, Image.Image) else list(images)
-    if not images:
-        raise ValueError("no images given")
-    size = pipe.vq.config.image_size
-    with torch.inference_mode():
-        x = torch.cat([image_to_tensor(im, size) for im in images]).to(pipe.device)
-        return pipe.vq.encode(x)
-
-
 def repaint_grid(image: Image.Image, mask: Image.Image | None, grid: int,
                  alpha_only: bool = False) -> torch.Tensor:
     """(grid, grid) bool: True where a token's patch overlaps the area to repaint.
@@ -111,8 +78,8 @@ def repaint_grid(image: Image.Image, mask: Image.Image | None, grid: int,
         if mask.size != image.size:
             raise ValueError(f"mask is {mask.size[0]}x{mask.size[1]} but image is {image.size[0]}x{image.size[1]}; "
                              "they must have the same size")
-        sq = _square(mask)
-        alpha = np.asarray(sq.convert("RGBA").getchannel("A")) if _has_alpha(mask) else None
+        sq = square_crop(mask)
+        alpha = np.asarray(sq.convert("RGBA").getchannel("A")) if has_alpha(mask) else None
         if alpha is not None and (alpha < ALPHA_THRESHOLD).any():
             hole, name = alpha < ALPHA_THRESHOLD, "mask's transparent area"
         elif alpha_only:  # the HTTP API follows OpenAI: only transparency marks the area
@@ -125,10 +92,10 @@ def repaint_grid(image: Image.Image, mask: Image.Image | None, grid: int,
             raise ValueError("the mask marks nothing to repaint: paint the area white (grey level >= "
                              f"{WHITE_THRESHOLD}) or make it transparent (alpha < {ALPHA_THRESHOLD})")
     else:
-        if not _has_alpha(image):
+        if not has_alpha(image):
             raise ValueError("no mask given and the image has no alpha channel; send a mask (white = repaint) or a "
                              f"PNG whose transparent pixels (alpha < {ALPHA_THRESHOLD}) mark the area to repaint")
-        hole = np.asarray(_square(image).convert("RGBA").getchannel("A")) < ALPHA_THRESHOLD
+        hole = np.asarray(square_crop(image).convert("RGBA").getchannel("A")) < ALPHA_THRESHOLD
         if not hole.any():
             raise ValueError(f"the image has no transparent pixels (alpha < {ALPHA_THRESHOLD}): nothing to repaint")
     t = torch.from_numpy(hole).float()[None, None]  # (1, 1, S, S)
@@ -193,12 +160,12 @@ def _finish(pipe: TextToImagePipeline, tokens: torch.Tensor, rows: list[str], re
 
 
 def _prompts(prompt: str, negative_prompt: str | None, n: int) -> tuple[list[str], list[str] | None]:
-    prompts = _check_prompts(prompt)
+    prompts = check_prompts(prompt)
     if len(prompts) != 1:
         raise ValueError("an edit takes one prompt")
     negatives = None
     if negative_prompt is not None:
-        negatives = _check_prompts(negative_prompt, "negative_prompt")
+        negatives = check_prompts(negative_prompt, "negative_prompt")
         if len(negatives) != 1:
             raise ValueError("an edit takes at most one negative prompt")
         negatives = negatives * n
@@ -232,8 +199,8 @@ def variation(pipe: TextToImagePipeline, image: Image.Image, prompt: str | None 
     Without ``prompt`` the resampling is unconditional (empty prompt, no guidance); with one it is steered by it.
     """
     t0 = time.perf_counter()
-    _check_number(strength, "strength", 1e-9, 1.0, integer=False)
-    rows = _check_prompts(prompt) * num_images if prompt is not None else [""] * num_images
+    check_number(strength, "strength", 1e-9, 1.0, integer=False)
+    rows = check_prompts(prompt) * num_images if prompt is not None else [""] * num_images
     if len(rows) != num_images:
         raise ValueError("a variation takes one prompt")
     steps, scale = _settings(pipe, num_images, num_inference_steps, guidance_scale)
@@ -362,7 +329,7 @@ def instruct(pipe: TextToImagePipeline, image: Image.Image, instruction: str, nu
     t0 = time.perf_counter()
     if fill_empty not in ("blank", "generate"):
         raise ValueError(f"fill_empty={fill_empty!r} must be 'blank' or 'generate'")
-    _check_number(candidates, "candidates", 1, 16, integer=True)
+    check_number(candidates, "candidates", 1, 16, integer=True)
     steps, scale = _settings(pipe, num_images * candidates, num_inference_steps, guidance_scale)
     if not isinstance(instruction, str) or not instruction.strip():
         raise ValueError(f"instruction must be a non-empty string, got {instruction!r}")
@@ -467,19 +434,6 @@ def edit(pipe: TextToImagePipeline, image: Image.Image, prompt: str, mode: str =
 
 
 # ---------------------------------------------------------------------------------------------- files (CLI)
-def open_image(path: str | os.PathLike) -> Image.Image:
-    """Read a picture file fully (so the file can close); a clear error for a missing or unreadable file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"image file {str(path)!r} does not exist")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return im.copy()
-    except (OSError, SyntaxError) as e:
-        raise ValueError(f"cannot read image {str(path)!r}: {e}") from None
-
-
 def parse_sides(text: str) -> dict[str, int]:
     """"right=16,top=8" → {"right": 16, "top": 8} (outpaint amounts in pixels)."""
     sides: dict[str, int] = {}
@@ -493,36 +447,6 @@ def parse_sides(text: str) -> dict[str, int]:
     if not sides:
         raise ValueError(f"no sides in {text!r}; expected e.g. 'right=16'")
     return sides
-
-
-def edit_files(image: str | os.PathLike, prompt: str, out: str | os.PathLike, mode: str = "inpaint",
-               mask: str | os.PathLike | None = None, strength: float | None = None, extend: str | None = None,
-               shift: bool = False, model: str | None = None, num_images: int = 1, steps: int | None = None,
-               seed: int | None = None) -> list[Path]:
-    """What ``pixlm edit`` does: read the files, edit, write ``OUT/<stem>-<mode>-NN.png``; returns the paths."""
-    from pixlm.pipeline import load_pipeline
-
-    if mode not in MODES:
-        raise ValueError(f"--mode {mode!r} is not one of {MODES}")
-    if (extend is not None or shift) and mode != "outpaint":
-        raise ValueError("--extend/--shift only apply to --mode outpaint")
-    pic = open_image(image)
-    options: dict = {"num_images": num_images, "num_inference_steps": steps}
-    if mode == "outpaint":
-        if extend is None:
-            raise ValueError("--mode outpaint needs --extend, e.g. --extend right=16")
-        options.update(parse_sides(extend), extend=not shift)
-    pipe = load_pipeline(model)
-    result = pipe.edit(pic, prompt, mode=mode, mask=open_image(mask) if mask is not None else None,
-                       strength=strength, seed=seed, **options)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, im in enumerate(result.images):
-        path = out / f"{Path(image).stem}-{mode}-{i:02d}.png"
-        im.save(path)
-        paths.append(path)
-    return paths
 
 
 # ---------------------------------------------------------------------------------------------- server adapters
@@ -545,4 +469,4 @@ def vary_image(pipe: TextToImagePipeline, image: Image.Image, num_images: int = 
 
 __all__ = ["EditOutput", "MODES", "edit", "inpaint", "outpaint", "variation", "instruct", "read_source_scene",
            "repaint_grid", "cell_tokens", "encode_images", "image_to_tensor", "prepare_image", "resample_tokens",
-           "is_clean_render", "blank_tokens", "edit_prompt", "edit_image", "vary_image", "open_image", "edit_files", "parse_sides"]
+           "is_clean_render", "blank_tokens", "edit_prompt", "edit_image", "vary_image", "parse_sides"]

@@ -107,7 +107,7 @@ def _memory_child(path: str, prompts: list[str], steps: int | None, threads: int
     try:
         if threads:
             torch.set_num_threads(threads)
-        from pixlm.pipeline import load_pipeline
+        from pixlm.pipelines.text_to_image import load_pipeline
 
         pipe = load_pipeline(None if path == "bundled" else path)
         pipe(prompts[0], **_steps_kw(steps), seed=0)
@@ -216,7 +216,7 @@ def run_bench(models: Sequence[str], prompts: str | None, out: str | os.PathLike
     """Benchmark every model (``DIR`` or ``LABEL=DIR``; ``bundled`` = the shipped model) and write
     ``bench.json``, ``bench.md`` and ``bench.png`` to ``out``. Returns the rows."""
     from pixlm.eval.report import load_prompt_rows, run_eval
-    from pixlm.pipeline import load_pipeline
+    from pixlm.pipelines.text_to_image import load_pipeline
 
     cfg = config or BenchConfig()
     if not models:

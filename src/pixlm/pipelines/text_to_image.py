@@ -9,19 +9,29 @@ A model folder holds ``model_index.json`` plus one subfolder per component, each
 
 from __future__ import annotations
 
-import math
 import os
-import secrets
 import time
-from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image
 
 from pixlm.checkpoint import CheckpointError, atomic_write_dir, read_json, write_json
+from pixlm.pipelines.common import (
+    MAX_GUIDANCE,
+    MAX_IMAGES_PER_PROMPT,
+    MAX_STEPS,
+    MODEL_NAMES,
+    PipelineOutput,
+    PreviewCallback,
+    bundled_model_path,
+    check_number,
+    check_prompts,
+    encode_images,
+    make_generator,
+    tokens_to_images,
+)
 from pixlm.models.autoregressive import AutoregressiveTransformer
 from pixlm.models.diffusion import LatentDiffusion
 from pixlm.models.gan import GANGenerator
@@ -36,77 +46,9 @@ if TYPE_CHECKING:
     from pixlm.models.captioner import Captioner
     from pixlm.text.expander import Expander
 
-MAX_PROMPT_CHARS = 1000
-MAX_IMAGES_PER_PROMPT = 64
-MAX_STEPS = 64
-MAX_GUIDANCE = 50.0
 # model_index.json "generator" → network class; ``sampling.registry.make_sampler`` picks the matching sampler.
 GENERATORS = {"masked": MaskedTransformer, "autoregressive": AutoregressiveTransformer, "gan": GANGenerator,
               "vae": ConditionalVAE, "diffusion": LatentDiffusion}
-BUNDLED = "shapes-masked"
-# Names that ``load_pipeline`` (and ``--model`` on the command line) resolves to bundled model folders.
-MODEL_NAMES = {"shapes": BUNDLED, "emoji": "emoji-masked"}
-_RECIPES = {BUNDLED: "python -m pixlm.train.bundle",
-            "emoji-masked": "python -m pixlm.train.emoji --work runs/emoji --out src/pixlm/assets/emoji-masked"}
-
-PreviewCallback = Callable[[int, int, torch.Tensor], None]
-
-
-@dataclass
-class PipelineOutput:
-    images: list[Image.Image]
-    prompts: list[str]  # the prompt each image was generated from (after expansion, if any)
-    tokens: torch.Tensor  # (N, h, w) image tokens
-    timings_ms: dict[str, float] = field(default_factory=dict)
-    revised_prompts: list[str] = field(default_factory=list)  # one per input prompt when expanded, else empty
-
-
-def bundled_model_path(name: str = BUNDLED) -> Path:
-    """Folder of a model shipped inside the package."""
-    path = Path(str(resources.files("pixlm") / "assets" / name))
-    if not (path / "model_index.json").is_file():
-        raise CheckpointError(f"bundled model {name!r} is not installed at {path}; rebuild it with "
-                              f"`{_RECIPES.get(name, 'python -m pixlm.train.bundle')}` (see README)")
-    return path
-
-
-def _check_prompts(prompt: str | list[str], name: str = "prompt") -> list[str]:
-    prompts = [prompt] if isinstance(prompt, str) else prompt
-    if not isinstance(prompts, (list, tuple)) or not prompts:
-        raise ValueError(f"{name} must be a non-empty string or a non-empty list of strings, got {prompt!r}")
-    for p in prompts:
-        if not isinstance(p, str) or not p.strip():
-            raise ValueError(f"{name} entries must be non-empty strings, got {p!r}")
-        if len(p) > MAX_PROMPT_CHARS:
-            raise ValueError(f"{name} has {len(p)} characters; at most {MAX_PROMPT_CHARS} are allowed")
-    return [p.strip() for p in prompts]
-
-
-def _check_number(value, name: str, lo: float, hi: float, integer: bool) -> None:
-    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if isinstance(value, bool) or not ok_type or not math.isfinite(float(value)) or not lo <= value <= hi:
-        kind = "an integer" if integer else "a finite number"
-        raise ValueError(f"{name}={value!r} must be {kind} in [{lo}, {hi}]")
-
-
-def make_generator(seed: int | None, device: torch.device | str = "cpu") -> tuple[torch.Generator, int]:
-    """A seeded ``torch.Generator`` (a random seed when None) and the seed used."""
-    if seed is None:
-        seed = secrets.randbits(63)
-    _check_number(seed, "seed", 0, 2**63 - 1, integer=True)
-    return torch.Generator(device=device).manual_seed(seed), seed
-
-
-def tokens_to_images(vq: VQModel, tokens: torch.Tensor) -> list[Image.Image]:
-    """(B, h, w) tokens → PIL images; refuses NaN/Inf instead of writing black pictures."""
-    with torch.no_grad():
-        x = vq.decode(tokens)
-    if not torch.isfinite(x).all():
-        raise FloatingPointError("the VQ decoder produced NaN/Inf pixels; the model weights are corrupt")
-    arr = ((x + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
-    return [Image.fromarray(a) for a in arr]
-
-
 class TextToImagePipeline:
     """prompt → text states → generator tokens → VQ decoder → images."""
 
@@ -172,9 +114,9 @@ class TextToImagePipeline:
         """(steps, guidance scale) with the model's defaults filled in; out-of-range values are errors."""
         steps = self.defaults["num_inference_steps"] if steps is None else steps
         scale = self.defaults["guidance_scale"] if scale is None else scale
-        _check_number(num_images, images_name, 1, MAX_IMAGES_PER_PROMPT, integer=True)
-        _check_number(steps, "num_inference_steps", 1, MAX_STEPS, integer=True)
-        _check_number(scale, "guidance_scale", 0.0, MAX_GUIDANCE, integer=False)
+        check_number(num_images, images_name, 1, MAX_IMAGES_PER_PROMPT, integer=True)
+        check_number(steps, "num_inference_steps", 1, MAX_STEPS, integer=True)
+        check_number(scale, "guidance_scale", 0.0, MAX_GUIDANCE, integer=False)
         return steps, scale
 
     def text_conditioning(self, rows: list[str], negatives: list[str] | None,
@@ -204,7 +146,7 @@ class TextToImagePipeline:
         ``expand`` rewrites each prompt first: True uses the model folder's ``expander/``, or pass an
         ``Expander``; the rewrites are returned in ``revised_prompts``.
         """
-        prompts = _check_prompts(prompt)
+        prompts = check_prompts(prompt)
         revised: list[str] = []
         t_expand = time.perf_counter()
         if expand is not False:
@@ -212,10 +154,10 @@ class TextToImagePipeline:
         expand_ms = (time.perf_counter() - t_expand) * 1e3
         steps, scale = self.sampling_settings(num_images_per_prompt, num_inference_steps, guidance_scale)
         temp = self.defaults["temperature"] if temperature is None else temperature
-        _check_number(temp, "temperature", 0.0, 10.0, integer=False)
+        check_number(temp, "temperature", 0.0, 10.0, integer=False)
         negatives = None
         if negative_prompt is not None:
-            negatives = _check_prompts(negative_prompt, "negative_prompt")
+            negatives = check_prompts(negative_prompt, "negative_prompt")
             if len(negatives) == 1:
                 negatives = negatives * len(prompts)
             if len(negatives) != len(prompts):
@@ -284,7 +226,6 @@ class TextToImagePipeline:
                 seed: int | None = None, **options) -> list[str]:
         """One caption per picture. ``detailed`` names every object (size, colour, shape, position);
         ``method`` is greedy, beam or sample; ``options`` go to ``sampling.captioning.CaptionSampler``."""
-        from pixlm.editing import encode_images
         from pixlm.sampling.captioning import caption_tokens
 
         cap = self.get_captioner()
@@ -295,8 +236,8 @@ class TextToImagePipeline:
     def edit(self, image: Image.Image, prompt: str, mode: str = "inpaint", mask: Image.Image | None = None,
              strength: float | None = None, seed: int | None = None, **options) -> PipelineOutput:
         """Edit a picture: inpaint (mask white = repaint), outpaint, variation or instruct ("make the circle blue").
-        See ``pixlm.editing.edit``; returns an ``EditOutput`` (a ``PipelineOutput`` with ``repainted`` and ``info``)."""
-        from pixlm.editing import edit
+        See ``pixlm.pipelines.editing.edit``; returns an ``EditOutput`` (a ``PipelineOutput`` with ``repainted`` and ``info``)."""
+        from pixlm.pipelines.editing import edit
 
         return edit(self, image, prompt, mode=mode, mask=mask, strength=strength, seed=seed, **options)
 
@@ -326,16 +267,4 @@ def load_pipeline(path: str | os.PathLike | None = None, device: str = "cpu") ->
     return TextToImagePipeline.from_pretrained(path, device=device)
 
 
-def contact_sheet(images: list[Image.Image], cols: int | None = None) -> Image.Image:
-    """Tile images into one picture (for N > 1 outputs)."""
-    cols = cols or min(len(images), 8)
-    rows = (len(images) + cols - 1) // cols
-    w, h = images[0].size
-    sheet = Image.new("RGB", (cols * w, rows * h), (255, 255, 255))
-    for i, im in enumerate(images):
-        sheet.paste(im, ((i % cols) * w, (i // cols) * h))
-    return sheet
-
-
-__all__ = ["TextToImagePipeline", "PipelineOutput", "load_pipeline", "contact_sheet", "bundled_model_path",
-           "tokens_to_images"]
+__all__ = ["TextToImagePipeline", "load_pipeline", "GENERATORS"]
