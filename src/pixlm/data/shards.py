@@ -1,8 +1,8 @@
-"""Webdataset-format tar shards: write them from an imagefolder, stream them back shuffled and split.
+"""Webdataset tar shards: write them from an imagefolder, stream them back shuffled and split.
 
-A shard is a plain tar file ``NAME-000000.tar``; the files of one sample share a key and sit next to each
-other (``00042.png``, ``00042.txt``, ``00042.json``), which is the `webdataset <https://github.com/webdataset>`_
-convention, so its tools read pixlm shards and pixlm reads theirs. Members pixlm understands:
+Shards are written by ``webdataset.ShardWriter`` and read by ``webdataset.WebDataset``, so any webdataset
+tool reads pixlm's shards and pixlm reads theirs. A shard is a tar file ``NAME-000000.tar``; the files of one
+sample share a key (``000042.png``, ``000042.txt``, ``000042.json``). Members pixlm understands:
 
 * ``.png`` / ``.jpg`` / ``.jpeg`` / ``.webp``: the picture;
 * ``.txt``: the caption;
@@ -11,27 +11,30 @@ convention, so its tools read pixlm shards and pixlm reads theirs. Members pixlm
   skips the VQ encoder.
 
 ``index.json`` next to the shards records each shard's sample count (and, for token shards, the tokenizer's
-vocabulary and grid), so a reader can check them before training. Only the standard library's ``tarfile``
-is used; nothing is unpickled (``.npy`` members load with ``allow_pickle=False``).
+vocabulary and grid), so a reader can check them before training. Nothing is unpickled: pixlm decodes the
+members itself (``.npy`` with ``allow_pickle=False``) instead of webdataset's automatic decoders.
 """
 
 from __future__ import annotations
 
 import glob
 import io
+import itertools
 import json
 import os
-import random
 import re
-import tarfile
 from collections.abc import Iterable, Iterator
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
+import webdataset as wds
 from PIL import Image, ImageOps
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import IterableDataset
+from webdataset.shardlists import expand_urls
+from webdataset.utils import pytorch_worker_info
 
 from pixlm.data.batch import flatten_alpha, image_to_tensor
 
@@ -47,18 +50,12 @@ class ShardError(ValueError):
 def expand_shards(spec: str | os.PathLike) -> list[Path]:
     """Shard files named by ``spec``: ``dir/name-{000000..000009}.tar``, a glob, a folder of ``*.tar`` or one file.
 
-    Several specs may be joined with ``::``. Every file must exist.
+    Several specs may be joined with ``::``; brace ranges are expanded as webdataset expands them. Every
+    file must exist.
     """
     paths: list[Path] = []
-    for part in str(spec).split("::"):
-        m = re.search(r"\{(\d+)\.\.(\d+)\}", part)
-        if m:
-            lo, hi = int(m.group(1)), int(m.group(2))
-            if hi < lo:
-                raise ShardError(f"shard range {m.group(0)!r} in {part!r} runs backwards")
-            width = len(m.group(1))
-            paths += [Path(part[:m.start()] + f"{i:0{width}d}" + part[m.end():]) for i in range(lo, hi + 1)]
-        elif any(c in part for c in "*?["):
+    for part in expand_urls(str(spec)):
+        if any(c in part for c in "*?["):
             found = sorted(Path(p) for p in glob.glob(part))
             if not found:
                 raise ShardError(f"no shard files match {part!r}")
@@ -93,11 +90,12 @@ def read_index(spec: str | os.PathLike) -> dict[str, Any] | None:
 
 # ---------------------------------------------------------------------------------------------- writing
 class ShardWriter:
-    """Write samples (``{"__key__": str, "png": bytes, "txt": bytes, ...}``) into tar shards of ``shard_size``.
+    """Write samples (``{"__key__": str, "png": bytes, "txt": str, "json": dict, "tokens.npy": array}``) into
+    tar shards of ``shard_size`` samples with ``webdataset.ShardWriter``, which encodes values by extension.
 
     Each shard is written as ``NAME-000000.tar.tmp`` and renamed when full, so a crash never leaves a
-    truncated ``.tar``; ``close`` writes ``index.json``. Tar headers carry no time or owner, so the same
-    samples always give the same bytes.
+    truncated ``.tar``; ``close`` writes ``index.json``. Tar headers carry a fixed time, so the same samples
+    always give the same bytes.
     """
 
     def __init__(self, out: str | os.PathLike, shard_size: int, prefix: str = "shard",
@@ -114,40 +112,36 @@ class ShardWriter:
         self.info = dict(info or {})
         self.counts: list[int] = []
         self.paths: list[Path] | None = None  # set by close
-        self._tar: tarfile.TarFile | None = None
+        self._writer: wds.ShardWriter | None = None  # opened by the first sample, so no samples make no shard
+        self._file: IO[bytes] | None = None
 
-    def _roll(self) -> None:
-        self._finish()
-        self._tmp = self.out / f"{self.prefix}-{len(self.counts):06d}.tar.tmp"
-        self._tar = tarfile.open(self._tmp, "w")
-        self.counts.append(0)
+    def _open(self, name: str) -> IO[bytes]:
+        self._file = open(name + ".tmp", "wb")
+        return self._file
 
-    def _finish(self) -> None:
-        if self._tar is not None:
-            self._tar.close()
-            os.replace(self._tmp, self._tmp.with_suffix(""))
-            self._tar = None
+    def _publish(self, name: str) -> None:  # webdataset calls this when a shard is complete
+        assert self._file is not None
+        self._file.close()
+        os.replace(name + ".tmp", name)
 
     def write(self, sample: dict[str, Any]) -> None:
         key = sample["__key__"]
         if not key or "." in key or "/" in key:
             raise ShardError(f"sample key {key!r} must be non-empty without '.' or '/'")
-        if self._tar is None or self.counts[-1] >= self.shard_size:
-            self._roll()
-        assert self._tar is not None
-        for ext, data in sample.items():
-            if ext == "__key__":
-                continue
-            member = tarfile.TarInfo(f"{key}.{ext}")
-            member.size, member.mode, member.mtime = len(data), 0o644, 0
-            self._tar.addfile(member, io.BytesIO(data))
-        self.counts[-1] += 1
+        if self._writer is None:
+            self._writer = wds.ShardWriter(str(self.out / f"{self.prefix}-%06d.tar"), maxcount=self.shard_size,
+                                           verbose=0, opener=self._open, post=self._publish, mtime=0, mode=0o644)
+        self._writer.write(sample)
+        shard = self._writer.shard - 1  # the number of the shard this sample went into
+        self.counts += [0] * (shard + 1 - len(self.counts))
+        self.counts[shard] += 1
 
     def close(self) -> list[Path]:
         """Finish the last shard and write ``index.json``; returns the shard paths."""
         if self.paths is not None:
             return self.paths
-        self._finish()
+        if self._writer is not None:
+            self._writer.close()
         names = [f"{self.prefix}-{i:06d}.tar" for i in range(len(self.counts))]
         index = {**self.info, "shards": [{"name": n, "samples": c} for n, c in zip(names, self.counts)],
                  "samples": sum(self.counts)}
@@ -163,8 +157,8 @@ class ShardWriter:
     def __exit__(self, *exc: object) -> None:
         if exc[0] is None:
             self.close()
-        elif self._tar is not None:
-            self._tar.close()
+        elif self._file is not None:
+            self._file.close()  # the unfinished shard stays a .tar.tmp
 
 
 def shard_imagefolder(folder: str | os.PathLike, out: str | os.PathLike, shard_size: int = 1000,
@@ -185,9 +179,9 @@ def shard_imagefolder(folder: str | os.PathLike, out: str | os.PathLike, shard_s
                 ext = row.path.suffix.lower().lstrip(".")
                 if ext not in IMAGE_EXTS:
                     raise ShardError(f"{row.file_name}: image type {ext!r} is not one of {IMAGE_EXTS}")
-                sample = {"__key__": f"{i:0{digits}d}", ext: row.path.read_bytes(), "txt": row.text.encode()}
+                sample = {"__key__": f"{i:0{digits}d}", ext: row.path.read_bytes(), "txt": row.text}
                 if row.objects is not None:
-                    sample["json"] = json.dumps({"objects": row.objects}).encode()
+                    sample["json"] = {"objects": row.objects}
                 w.write(sample)
         return w.close()
     from pixlm.models.vq import VQModel
@@ -201,51 +195,21 @@ def shard_imagefolder(folder: str | os.PathLike, out: str | os.PathLike, shard_s
             with torch.no_grad():
                 grids = vq.encode(torch.stack([it["image"] for it in items])).to(torch.int16).numpy()  # (B, h, w)
             for k, (it, grid) in enumerate(zip(items, grids)):
-                buf = io.BytesIO()
-                np.save(buf, grid, allow_pickle=False)
-                sample = {"__key__": f"{start + k:0{digits}d}", "tokens.npy": buf.getvalue(),
-                          "txt": it["text"].encode()}
+                sample = {"__key__": f"{start + k:0{digits}d}", "tokens.npy": grid, "txt": it["text"]}
                 if it["objects"] is not None:
-                    sample["json"] = json.dumps({"objects": it["objects"]}).encode()
+                    sample["json"] = {"objects": it["objects"]}
                 w.write(sample)
             w.info["grid"] = list(grids.shape[1:])
     return w.close()
 
 
 # ---------------------------------------------------------------------------------------------- reading
-def iter_tar(path: Path) -> Iterator[dict[str, Any]]:
-    """Raw samples of one shard in file order: ``{"__key__", "__shard__", ext: bytes, ...}``."""
-    try:
-        tar = tarfile.open(path, "r")
-    except (tarfile.TarError, OSError) as e:
-        raise ShardError(f"cannot open shard {path}: {e}") from None
-    with tar:
-        sample: dict[str, Any] = {}
-        for member in tar:
-            if not member.isfile():
-                continue
-            base = member.name.rsplit("/", 1)[-1]
-            if "." not in base:
-                continue
-            key, ext = base.split(".", 1)
-            if sample and key != sample["__key__"]:
-                yield sample
-                sample = {}
-            if not sample:
-                sample = {"__key__": key, "__shard__": str(path)}
-            f = tar.extractfile(member)
-            assert f is not None
-            sample[ext.lower()] = f.read()
-        if sample:
-            yield sample
-
-
 def decode_sample(raw: dict[str, Any], size: int | None = None) -> dict[str, Any]:
-    """Raw bytes → ``{"text", "objects", "image" (3, H, W) in [-1, 1] and/or "tokens" (H*W,) int64}``.
+    """Raw webdataset sample → ``{"text", "objects", "image" (3, H, W) in [-1, 1] and/or "tokens" (H*W,) int64}``.
 
     With ``size`` pictures are scaled (shorter side) and centre-cropped to ``size``×``size``, as ``ImageFolder`` does.
     """
-    where = f"sample {raw['__key__']!r} of {raw['__shard__']}"
+    where = f"sample {raw['__key__']!r} of {raw.get('__url__')}"
     if "txt" not in raw:
         raise ShardError(f"{where} has no .txt caption")
     out: dict[str, Any] = {"text": raw["txt"].decode("utf-8"), "objects": None}
@@ -269,15 +233,42 @@ def decode_sample(raw: dict[str, Any], size: int | None = None) -> dict[str, Any
     return out
 
 
-class ShardStream(IterableDataset):
-    """Endless (or ``epochs``-long) shuffled stream of decoded samples from tar shards.
+def reader_info(rank: int, world_size: int) -> tuple[int, int]:
+    """(this reader, number of readers): one reader per (process, DataLoader worker) pair."""
+    _, _, worker, workers = pytorch_worker_info()
+    return rank * workers + worker, world_size * workers
 
-    Each epoch visits the shards in an order drawn from (seed, epoch) and passes samples through a shuffle
-    buffer of ``shuffle`` samples (0 = file order). Processes (``rank``/``world_size``) and DataLoader workers
-    each read a disjoint part: whole shards when there are at least as many shards as readers, otherwise
-    every n-th sample. The stream is a pure function of (shards, seed, rank, world size, workers), and
-    ``skip`` drops that many samples from the start without decoding them, which is how a resumed run
-    continues where it stopped. ``size`` scales and crops every picture to a square of that side.
+
+def split_shards(urls: Iterable[dict[str, Any]], rank: int, world_size: int) -> Iterator[dict[str, Any]]:
+    """Webdataset node splitter: each reader takes every n-th shard, or every shard when there are fewer
+    shards than readers (then ``split_samples`` splits the samples)."""
+    urls = list(urls)
+    reader, readers = reader_info(rank, world_size)
+    yield from urls[reader::readers] if len(urls) >= readers else urls
+
+
+def split_samples(samples: Iterable[dict[str, Any]], shards: int, rank: int,
+                  world_size: int) -> Iterator[dict[str, Any]]:
+    """Every n-th sample for this reader when there are fewer shards than readers; else all of them."""
+    reader, readers = reader_info(rank, world_size)
+    yield from samples if shards >= readers else itertools.islice(samples, reader, None, readers)
+
+
+def raise_shard_error(exn: Exception) -> bool:
+    """Webdataset error handler: name the shard (webdataset appends its URL to the exception's args)."""
+    url = next((a for a in reversed(exn.args) if isinstance(a, str) and a.endswith(".tar")), "?")
+    raise ShardError(f"cannot read shard {url}: {exn.args[0] if exn.args else exn!r}") from exn
+
+
+class ShardStream(IterableDataset):
+    """Endless (or ``epochs``-long) shuffled stream of decoded samples from tar shards, read by webdataset.
+
+    Processes (``rank``/``world_size``) and DataLoader workers each read a disjoint part: whole shards when
+    there are at least as many shards as readers, otherwise every n-th sample. Each epoch visits the
+    reader's shards in an order drawn from (seed, epoch), and samples pass through a shuffle buffer of
+    ``shuffle`` samples seeded by (seed, epoch) (0 = file order). The stream is a pure function of (shards,
+    seed, rank, world size, workers), and ``skip`` drops that many samples from the start without decoding
+    them, which is how a resumed run continues where it stopped. ``size`` scales and crops every picture.
     """
 
     def __init__(self, shards: str | os.PathLike | list[Path], shuffle: int = 1000, seed: int = 0, rank: int = 0,
@@ -290,55 +281,29 @@ class ShardStream(IterableDataset):
         self.shuffle, self.seed, self.rank, self.world_size = shuffle, seed, rank, world_size
         self.epochs, self.skip, self.size = epochs, skip, size
 
-    def _reader(self) -> tuple[int, int]:
-        info = get_worker_info()
-        workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
-        return self.rank * workers + worker, self.world_size * workers
+    def pipeline(self) -> wds.WebDataset:
+        """One epoch of raw samples as a ``webdataset.WebDataset``; iterating it again starts the next epoch."""
+        n = len(self.shards)
+        ds = wds.WebDataset([str(p) for p in self.shards], handler=raise_shard_error, shardshuffle=n,
+                            detshuffle=True, seed=self.seed, empty_check=False, workersplitter=None,
+                            nodesplitter=partial(split_shards, rank=self.rank, world_size=self.world_size))
+        ds = ds.compose(partial(split_samples, shards=n, rank=self.rank, world_size=self.world_size))
+        if self.shuffle:
+            ds = ds.compose(wds.detshuffle(self.shuffle, initial=self.shuffle, seed=self.seed))
+        return ds
 
     def raw(self) -> Iterator[dict[str, Any]]:
         """Undecoded samples in stream order (after the split and the shuffle buffer)."""
-        reader, readers = self._reader()
-        epoch = 0
-        while self.epochs is None or epoch < self.epochs:
-            order = list(self.shards)
-            random.Random(f"{self.seed}/{epoch}").shuffle(order)
-            if len(order) >= readers:
-                mine, every = order[reader::readers], 1
-            else:
-                mine, every = order, readers
-            rng = random.Random(f"{self.seed}/{epoch}/{reader}")
-            buf: list[dict[str, Any]] = []
+        pipeline = self.pipeline()
+        for _ in range(self.epochs) if self.epochs is not None else itertools.count():
             n = 0
-            for shard in mine:
-                for sample in iter_tar(shard):
-                    n += 1
-                    if every > 1 and (n - 1) % every != reader:
-                        continue
-                    if self.shuffle == 0:
-                        yield sample
-                        continue
-                    buf.append(sample)
-                    if len(buf) >= self.shuffle:
-                        j = rng.randrange(len(buf))
-                        buf[j], buf[-1] = buf[-1], buf[j]
-                        yield buf.pop()
-            rng.shuffle(buf)
-            yield from buf
+            for n, sample in enumerate(pipeline, 1):
+                yield sample
             if n == 0:
-                raise ShardError(f"shards {[str(p) for p in mine[:3]]} hold no samples")
-            epoch += 1
+                raise ShardError(f"shards {[str(p) for p in self.shards[:3]]} hold no samples for reader "
+                                 f"{reader_info(self.rank, self.world_size)[0]}")
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        for i, sample in enumerate(self.raw()):
-            if i >= self.skip:
-                yield decode_sample(sample, self.size)
+        for sample in itertools.islice(self.raw(), self.skip, None):
+            yield decode_sample(sample, self.size)
 
-
-def batches(stream: Iterable[dict[str, Any]], batch_size: int) -> Iterator[list[dict[str, Any]]]:
-    """Group a stream into lists of ``batch_size`` samples."""
-    it = iter(stream)
-    while True:
-        batch = [s for _, s in zip(range(batch_size), it)]
-        if len(batch) < batch_size:
-            return
-        yield batch
