@@ -14,6 +14,17 @@ on a 13000-step one to its end, then on a 21000-step one (split at 13750 and 150
 there). From step 13,750 the pool also pairs 20,000 of its scenes with informal prompts (``--loose-pool``), from
 step 15,000 it adds 10,000 scenes captioned by a relation between groups (``--relation-pool``). The plan changed
 between sessions to fit the CPU time each had; the defaults replay what was run.
+
+Fine-tuning the shipped generator instead (issue 22: the weak categories and free phrasing), resumable, on one
+low-priority thread so it can run in the background for days::
+
+    nohup nice -n 19 env OMP_NUM_THREADS=1 python -m pixlm.train.bundle --finetune-from src/pixlm/assets/shapes-masked \
+        --work runs/shapes22 --threads 1 > runs/shapes22/train.log 2>&1 &
+
+It seeds ``WORK/generator`` with the given model's generator as checkpoint step 0 (``start_from``), trains on a pool
+of canonical captions, informal prompts, group relations and ``--phrase-pool`` weak-category pairs
+(``pixlm.data.phrasing``) and, at the end of the schedule, assembles ``WORK/shapes-masked`` (never the shipped
+folder unless ``--out`` names it). Run the same command again to resume; ``--finetune-stop`` ends early.
 """
 
 from __future__ import annotations
@@ -104,10 +115,49 @@ def assemble(generator_pipeline: Path, decoder: Path, out: Path) -> Path:
     return atomic_write_dir(out, write)
 
 
+FINETUNE = {"steps": 40_000, "lr": 3e-4, "pool": 24_000, "loose_pool": 8_000, "relation_pool": 6_000,
+            "phrase_pool": 24_000, "ckpt_every": 500, "eval_every": 2_000}
+
+
+def start_from(run: Path, generator: torch.nn.Module, weight_decay: float, seed: int = 0) -> bool:
+    """Make a trained ``generator`` checkpoint step 0 of ``run`` (EMA and raw weights alike, a fresh optimizer), so
+    that ``train_generator(resume=True)`` fine-tunes it. Returns False (and writes nothing) when the run already
+    has a checkpoint: resuming then continues that one."""
+    from pixlm.train.common import complete_checkpoints, save_training_checkpoint
+    from pixlm.train.pool import param_groups
+
+    if complete_checkpoints(run):
+        return False
+    opt = torch.optim.AdamW(param_groups(generator, weight_decay), lr=0.0, betas=(0.9, 0.98))
+    save_training_checkpoint(run, 0, {"model": generator, "raw": generator}, opt, {"seed": seed})
+    return True
+
+
+def finetune(work: Path, init: Path, threads: int = 0, stop_at: int = 0, **overrides: object) -> Path:
+    """Fine-tune the generator of the model folder ``init`` (its ``vq`` encodes the pool) on the ``FINETUNE``
+    settings updated by ``overrides``; resumable. Returns the run's pipeline folder (written at the end)."""
+    from pixlm.models.masked import MaskedTransformer
+    from pixlm.train.generator import GeneratorTrainConfig, train_generator
+
+    if threads:
+        torch.set_num_threads(threads)
+    unknown = set(overrides) - set(FINETUNE)
+    if unknown:
+        raise ValueError(f"unknown fine-tune settings {sorted(unknown)}; allowed: {sorted(FINETUNE)}")
+    gen = MaskedTransformer.from_pretrained(init / "generator")
+    c = gen.config
+    cfg = GeneratorTrainConfig(out=str(work / "generator"), tokenizer=str(init / "vq"), dim=c.dim, layers=c.layers,
+                               heads=c.heads, conditioning=c.conditioning, resume=True, stop_at=stop_at,
+                               **{**FINETUNE, **overrides})  # type: ignore[arg-type]
+    start_from(Path(cfg.out), gen, cfg.weight_decay, cfg.seed)
+    return train_generator(cfg)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", default="runs/bundle")
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "assets" / "shapes-masked"))
+    ap.add_argument("--out", default=None, help="where the assembled model goes (default: the shipped folder; "
+                    "with --finetune-from: WORK/shapes-masked)")
     ap.add_argument("--tokenizer-steps", type=int, default=1000)
     ap.add_argument("--decoder-steps", type=int, default=1500)
     ap.add_argument("--decoder-checkpoint", type=int, default=0, help="use this step's checkpoint of the decoder "
@@ -119,10 +169,30 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--loose-from", type=int, default=13_750, help="phases starting at or after this step use them")
     ap.add_argument("--relation-pool", type=int, default=10_000, help="group-relation scenes added (0 = none)")
     ap.add_argument("--relation-from", type=int, default=15_000, help="phases starting at or after this step use them")
+    ap.add_argument("--finetune-from", default="", help="fine-tune this model folder's generator instead of training "
+                    "stages 1-3 (see the module docstring)")
+    ap.add_argument("--finetune-steps", type=int, default=FINETUNE["steps"], help="length of the cosine schedule")
+    ap.add_argument("--finetune-stop", type=int, default=0, help="stop after this step (0 = the schedule's end)")
+    ap.add_argument("--finetune-lr", type=float, default=FINETUNE["lr"])
+    ap.add_argument("--phrase-pool", type=int, default=FINETUNE["phrase_pool"],
+                    help="fine-tune: weak-category pairs in varied wording (pixlm.data.phrasing)")
+    ap.add_argument("--ckpt-every", type=int, default=FINETUNE["ckpt_every"], help="fine-tune: checkpoint interval")
+    ap.add_argument("--eval-every", type=int, default=FINETUNE["eval_every"], help="fine-tune: quick-accuracy interval")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = every core)")
     a = ap.parse_args(argv)
     from pixlm.train.generator import parse_phases
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(a.threads or os.cpu_count() or 1)
+    if a.finetune_from:
+        given = {k: getattr(a, k) for k in ("pool", "loose_pool", "relation_pool")
+                 if getattr(a, k) != ap.get_default(k)}  # the full recipe's pool defaults are not the fine-tune's
+        work, init = Path(a.work), Path(a.finetune_from)
+        gen = finetune(work, init, a.threads, a.finetune_stop, steps=a.finetune_steps, lr=a.finetune_lr,
+                       phrase_pool=a.phrase_pool, ckpt_every=a.ckpt_every, eval_every=a.eval_every, **given)
+        if not a.finetune_stop or a.finetune_stop >= a.finetune_steps:
+            print(assemble(gen, init / "vq", Path(a.out) if a.out else work / "shapes-masked"))
+        return
+    a.out = a.out or str(Path(__file__).resolve().parents[1] / "assets" / "shapes-masked")
     work = Path(a.work)
     tok = _tokenizer(work, a.tokenizer_steps)
     if a.decoder_checkpoint:

@@ -49,6 +49,7 @@ class GeneratorTrainConfig:
     pool: int = 60_000  # shapes scenes to render and pre-encode
     loose_pool: int = 0  # also pair the first N pool scenes with an informal prompt (pixlm.data.loose)
     relation_pool: int = 0  # add N scenes captioned by a relation between groups ("two red circles above a square")
+    phrase_pool: int = 0  # add N scenes of the weak categories in varied wording (pixlm.data.phrasing)
     steps: int = 4000
     batch_size: int = 64  # per process and micro-batch
     grad_accum: int = 1  # micro-batches per optimizer step
@@ -115,14 +116,17 @@ def text_encoder_from_spec(spec: str) -> TextEncoder:
 def build_pool(cfg: GeneratorTrainConfig, vq: VQModel, text: TextEncoder, run: Path) -> dict[str, torch.Tensor]:
     """Tokens (P, N) int16 and ragged text states (flat fp16 + offsets), cached as ``run/pool.safetensors``.
 
-    ``cfg.loose_pool`` and ``cfg.relation_pool`` append extra pairs, each set cached in its own file."""
-    if (cfg.loose_pool or cfg.relation_pool) and cfg.data:
-        raise ValueError(f"loose_pool/relation_pool need the built-in shapes pool, not data={cfg.data!r}")
+    ``cfg.loose_pool``, ``cfg.relation_pool`` and ``cfg.phrase_pool`` append extra pairs, each set cached in its
+    own file."""
+    if (cfg.loose_pool or cfg.relation_pool or cfg.phrase_pool) and cfg.data:
+        raise ValueError(f"loose_pool/relation_pool/phrase_pool need the built-in shapes pool, not data={cfg.data!r}")
     pool = _caption_pool(cfg, vq, text, run)
     if cfg.loose_pool:
         pool = _append(pool, loose_pairs(cfg, text, run, pool["tokens"]))
     if cfg.relation_pool:
         pool = _append(pool, relation_pairs(cfg, vq, text, run))
+    if cfg.phrase_pool:
+        pool = _append(pool, phrase_pairs(cfg, vq, text, run))
     return pool
 
 
@@ -167,17 +171,32 @@ def loose_pairs(cfg: GeneratorTrainConfig, text: TextEncoder, run: Path, tokens:
 def relation_pairs(cfg: GeneratorTrainConfig, vq: VQModel, text: TextEncoder, run: Path) -> dict:
     """``cfg.relation_pool`` new scenes of ``shapes.group_relation_scene`` with their captions (cached as
     ``run/pool_relations-N.safetensors``)."""
-    n = cfg.relation_pool
+    return _scene_pairs(run, "relations", cfg.relation_pool, group_relation_scene, random.Random(cfg.seed + 779),
+                        vq, text)
+
+
+def phrase_pairs(cfg: GeneratorTrainConfig, vq: VQModel, text: TextEncoder, run: Path) -> dict:
+    """``cfg.phrase_pool`` new scenes of the weak categories (two objects, colours without shapes, counts, counts
+    with relations, mixtures), each with a prompt in varied wording (``pixlm.data.phrasing``; cached as
+    ``run/pool_phrases-N.safetensors``)."""
+    from pixlm.data.phrasing import training_pair
+
+    return _scene_pairs(run, "phrases", cfg.phrase_pool, training_pair, random.Random(cfg.seed + 780), vq, text)
+
+
+def _scene_pairs(run: Path, name: str, n: int, draw: Callable[[random.Random], tuple[Any, str]], rng: random.Random,
+                 vq: VQModel, text: TextEncoder) -> dict:
+    """``n`` (scene, prompt) pairs from ``draw(rng)``, tokenized and encoded once, cached as
+    ``run/pool_{name}-N.safetensors`` (prompts beside it in ``.txt``)."""
     if n < 0:
-        raise ValueError(f"relation_pool={n} must be >= 0")
-    cache = run / f"pool_relations-{n}.safetensors"
+        raise ValueError(f"{name} pool size {n} must be >= 0")
+    cache = run / f"pool_{name}-{n}.safetensors"
     if not cache.is_file():
-        rng = random.Random(cfg.seed + 779)
-        scenes, captions = zip(*(group_relation_scene(rng) for _ in range(n)))
-        pairs = {"tokens": encode_scenes(vq, list(scenes), "encoding relation scenes"),
-                 **_encode_texts(text, list(captions), "encoding relation captions")}
+        scenes, prompts = zip(*(draw(rng) for _ in range(n)))
+        pairs = {"tokens": encode_scenes(vq, list(scenes), f"encoding {name} scenes"),
+                 **_encode_texts(text, list(prompts), f"encoding {name} prompts")}
         save_tensors_atomic(pairs, cache)
-        (run / f"pool_relations-{n}.txt").write_text("\n".join(captions) + "\n")
+        (run / f"pool_{name}-{n}.txt").write_text("\n".join(prompts) + "\n")
     return load_file(str(cache))
 
 
