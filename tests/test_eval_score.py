@@ -9,7 +9,8 @@ import pytest
 
 from pixlm.data.specs import SpecError, load_specs, parse_prompt
 from pixlm.eval.fid import sample_scene_for_spec
-from pixlm.eval.paraphrase import CATEGORY, KINDS, make_paraphrase_set, paraphrase_prompts_path
+from pixlm.eval.paraphrase import (CATEGORY, FREE_COLORS, FREE_KINDS, KINDS, make_paraphrase_set,
+                                   paraphrase_prompts_path)
 from pixlm.eval.score import summarize, verdicts, wilson_interval
 
 
@@ -56,7 +57,7 @@ def test_paraphrase_file_matches_generator_and_loads() -> None:
     shipped = [json.loads(line) for line in path.read_text().splitlines()]
     assert shipped == make_paraphrase_set()
     rows = load_specs(path)
-    assert len(rows) == 20 * len(KINDS) and {r["category"] for r in rows} == {CATEGORY}
+    assert len(rows) == 20 * len(KINDS) + 15 * len(FREE_KINDS) and {r["category"] for r in rows} == {CATEGORY}
     assert len({r["prompt"] for r in rows}) == len(rows)
 
 
@@ -74,3 +75,20 @@ def test_paraphrases_are_outside_the_caption_grammar_and_satisfiable() -> None:
             assert spec["relations"] and spec["relations"][0][1] in ("above", "below")
     with pytest.raises(ValueError, match="n_per_kind=0"):
         make_paraphrase_set(n_per_kind=0)
+    with pytest.raises(ValueError, match="n_free_per_kind=-1"):
+        make_paraphrase_set(n_free_per_kind=-1)
+
+
+def test_free_paraphrases_use_synonyms_that_name_their_spec_colour() -> None:
+    rows = [r for r in make_paraphrase_set() if r["kind"].startswith("free_")]
+    assert {r["kind"] for r in rows} == set(FREE_KINDS)
+    word_to_color = {w: c for c, ws in FREE_COLORS.items() for w in ws}
+    assert len(word_to_color) == sum(map(len, FREE_COLORS.values()))  # no word names two colours
+    for r in rows:
+        said = [word_to_color[w] for w in r["prompt"].lower().replace(",", " ").split() if w in word_to_color]
+        assert set(said) == {o["color"] for o in r["spec"]["objects"] if "color" in o}, r
+    text = " ".join(r["prompt"] for r in rows)
+    for form in ("crimson", "azure", "teal", "amber", "along the top edge", "corner", "draw me", "please make",
+                 "coloured", "a pair of", " 2 ", "thing"):
+        assert form in text, form
+    assert any(r["spec"]["relations"] and len(r["spec"]["objects"]) > 2 for r in rows)  # counts with relations
