@@ -85,7 +85,8 @@ def test_free_paraphrases_use_synonyms_that_name_their_spec_colour() -> None:
     word_to_color = {w: c for c, ws in FREE_COLORS.items() for w in ws}
     assert len(word_to_color) == sum(map(len, FREE_COLORS.values()))  # no word names two colours
     for r in rows:
-        said = [word_to_color[w] for w in r["prompt"].lower().replace(",", " ").split() if w in word_to_color]
+        words = [w.strip(",.!?") for w in r["prompt"].lower().split()]
+        said = [word_to_color[w] for w in words if w in word_to_color]
         assert set(said) == {o["color"] for o in r["spec"]["objects"] if "color" in o}, r
     text = " ".join(r["prompt"] for r in rows)
     for form in ("crimson", "azure", "teal", "amber", "along the top edge", "corner", "draw me", "please make",
