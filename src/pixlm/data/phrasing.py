@@ -9,7 +9,7 @@ freely and the generator learns that only the words matter.
 
 The wording is kept apart from the evaluation's paraphrase set (``pixlm.eval.paraphrase``): this module has its
 own sentence templates and larger word lists (a superset of ``loose``'s), and it is only ever drawn with training
-seeds. A third of the prompts stay canonical, a fifth use ``loose.loose``, the rest this module's phrasing:
+seeds. A quarter of the prompts stay canonical, 15% use ``loose.loose``, the rest this module's phrasing:
 colour synonyms (crimson, azure, teal, amber, …), shape words (disc, box, tile, wedge, lozenge, …), positions
 (upper left corner, along the top edge, near the bottom, centre), sizes, numerals and count words, word order
 ("a circle, red", "a box coloured blue"), imperatives ("draw me", "please make", "I want"), British spellings,
@@ -26,15 +26,17 @@ from pixlm.data import loose
 from pixlm.data.loose import VAGUE_COUNTS, Group, Intent, Part, canonical, intended_specs
 from pixlm.data.shapes import COLORS, INVERSE_RELATION, POSITIONS, RELATIONS, SHAPES, SIZES, Scene, ShapeObject
 
-# Every extra colour word names the palette colour nearest to it in hue (shapes.PALETTE hues: red 0°, orange 29°,
-# yellow 47°, green 129°, cyan 189°, blue 227°, purple 280°, pink 322°): amber (45°) and gold (51°) are yellow,
-# azure (210°), cobalt (215°) and sapphire (220°) blue, teal and turquoise (≈175°) cyan, lavender (≈270°) purple,
-# fuchsia/magenta (300°) pink — a near tie with purple by hue, but the palette's pink is the closer colour in RGB.
+# Each colour word names the palette colour nearest to it in hue (shapes.PALETTE hues: red 0°, orange 31°, yellow 50°,
+# green 130°, cyan 187°, blue 227°, purple 280°, pink 326°; the words' usual RGB values): amber (45°), gold (51°) and
+# lemon (58°) are yellow, pumpkin (24°) and tangerine (33°) orange, azure (210°), cobalt (215°), sapphire (216°) and
+# navy (240°) blue, teal (180°) and turquoise (174°) cyan, violet (274°), lavender (275°) and lilac (300°) purple,
+# rose (330°) pink. Magenta (300°) is a near tie by hue; it is pink here (as in ``loose``): the palette's pink is the
+# closer colour in RGB. Words that sit between two palette hues (aquamarine, jade, plum) are left out.
 EXTRA_COLOR_WORDS: dict[str, list[str]] = {
     "red": ["ruby", "cherry red", "bright red"], "orange": ["pumpkin", "tangerine", "bright orange"],
-    "yellow": ["amber", "lemon", "lemon yellow", "gold"], "green": ["jade", "grass green", "forest green"],
-    "cyan": ["aquamarine", "teal", "light teal"], "blue": ["azure", "cobalt", "sapphire", "dark blue"],
-    "purple": ["lavender", "plum", "violet"], "pink": ["fuchsia", "hot pink", "magenta"],
+    "yellow": ["amber", "lemon", "lemon yellow", "gold"], "green": ["grass green", "forest green"],
+    "cyan": ["teal", "light teal"], "blue": ["azure", "cobalt", "sapphire", "dark blue"],
+    "purple": ["lavender", "violet"], "pink": ["hot pink", "magenta"],
 }
 COLOR_WORDS: dict[str, list[str]] = {c: list(dict.fromkeys(loose.COLOR_WORDS[c] + EXTRA_COLOR_WORDS[c]))
                                      for c in COLORS}
@@ -140,6 +142,12 @@ def _count_relation(rng: random.Random) -> Intent:
     return (Part(ga, rng.choice(RELATIONS), gb),)
 
 
+def _placed(rng: random.Random) -> Intent:
+    """One or two objects, each in its cell: "a crimson disc along the top edge"."""
+    cells = rng.sample(sorted(POSITIONS), 2 if rng.random() < 0.3 else 1)
+    return tuple(Part(replace(_group(rng, color=0.85, size=0.3), cell=cell)) for cell in cells)
+
+
 def _mixture(rng: random.Random) -> Intent:
     """A count, a relation or a coloured pair, plus one more part: a group, or a single object with a place."""
     first = rng.choice([_counting, _count_relation, _color_binding])(rng)
@@ -155,11 +163,11 @@ def _mixture(rng: random.Random) -> Intent:
 
 
 CATEGORY_WEIGHTS: dict[str, float] = {
-    "two_objects": 0.18, "color_binding": 0.2, "colors_only": 0.1, "counting": 0.17, "count_relation": 0.2,
-    "mixture": 0.15,
+    "two_objects": 0.15, "color_binding": 0.17, "colors_only": 0.08, "counting": 0.14, "count_relation": 0.18,
+    "mixture": 0.14, "placed": 0.14,
 }
 _SAMPLERS = {"two_objects": _two_objects, "color_binding": _color_binding, "colors_only": _colors_only,
-             "counting": _counting, "count_relation": _count_relation, "mixture": _mixture}
+             "counting": _counting, "count_relation": _count_relation, "mixture": _mixture, "placed": _placed}
 
 
 def weak_intent(rng: random.Random, category: str | None = None) -> Intent:
@@ -248,7 +256,9 @@ def _part(p: Part, rng: random.Random, canon: float) -> str:
         return f"{a} {word} {b}"
     if p.a.cell is None:
         return a
-    where = POSITION_WORDS[p.a.cell][0] if rng.random() < canon else rng.choice(POSITION_WORDS[p.a.cell])
+    r = rng.random()  # the edge/corner/centre forms loose.py lacks get half of the non-canonical draws
+    where = POSITION_WORDS[p.a.cell][0] if r < canon else rng.choice(
+        EXTRA_POSITIONS[p.a.cell] if r < (1 + canon) / 2 else POSITION_WORDS[p.a.cell])
     r = rng.random()
     if r < 0.15:
         return f"{where}, {a}" if rng.random() < 0.5 else f"{where}: {a}"
@@ -310,7 +320,7 @@ def roughen(text: str, rng: random.Random, typo: float = 0.1, british: float = 0
     return text
 
 
-def say(intent: Intent, rng: random.Random, canonical_share: float = 0.3, loose_share: float = 0.2) -> str:
+def say(intent: Intent, rng: random.Random, canonical_share: float = 0.25, loose_share: float = 0.15) -> str:
     """A training prompt for the intent: canonical, ``loose.loose`` or ``phrase``, then ``roughen``ed."""
     r = rng.random()
     if r < canonical_share and not any(g.vague_shape or g.counts for p in intent for g in (p.a, p.b) if g):
