@@ -96,3 +96,24 @@ def test_start_from_makes_step_zero_that_resume_continues(tmp_path: Path) -> Non
     assert state["step"] == 0
     for m in (ema, raw):
         assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), trained.state_dict().values()))
+
+
+def test_exported_weights_restart_a_run_at_their_step(tmp_path: Path) -> None:
+    from pixlm.models.masked import MaskedConfig, MaskedTransformer
+    from pixlm.train.bundle import export_weights, start_from
+    from pixlm.train.common import resume_from_latest
+
+    cfg = MaskedConfig(vocab_size=16, grid=2, dim=16, layers=1, heads=2, text_dim=8)
+    torch.manual_seed(1)
+    ema, raw = MaskedTransformer(cfg), MaskedTransformer(cfg)
+    start_from(tmp_path / "a", ema, 0.05, step=7, raw=raw)
+    out = export_weights(tmp_path / "a", tmp_path / "w")
+    assert sorted(p.name for p in out.iterdir()) == ["model", "raw", "state.json"]
+    start_from(tmp_path / "b", MaskedTransformer.from_pretrained(out / "model"), 0.05, step=7,
+               raw=MaskedTransformer.from_pretrained(out / "raw"))
+    got_ema, got_raw = MaskedTransformer(cfg), MaskedTransformer(cfg)
+    assert resume_from_latest(tmp_path / "b", {"model": got_ema, "raw": got_raw}, None)["step"] == 7
+    for want, got in ((ema, got_ema), (raw, got_raw)):
+        assert all(torch.equal(a, b) for a, b in zip(want.state_dict().values(), got.state_dict().values()))
+    with pytest.raises(FileNotFoundError, match="no complete checkpoint"):
+        export_weights(tmp_path / "empty", tmp_path / "w2")

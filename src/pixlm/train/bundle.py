@@ -25,6 +25,10 @@ It seeds ``WORK/generator`` with the given model's generator as checkpoint step 
 of canonical captions, informal prompts, group relations and ``--phrase-pool`` weak-category pairs
 (``pixlm.data.phrasing``) and, at the end of the schedule, assembles ``WORK/shapes-masked`` (never the shipped
 folder unless ``--out`` names it). Run the same command again to resume; ``--finetune-stop`` ends early.
+
+``runs/`` is not committed. ``--export-weights DIR`` copies the newest checkpoint's weights (EMA ``model/`` and
+``raw/``, float32 safetensors, and ``state.json``) to ``DIR``; on another machine, adding ``--resume-weights DIR``
+to the command above starts the run at that checkpoint's step (the optimizer's moments start afresh).
 """
 
 from __future__ import annotations
@@ -119,23 +123,46 @@ FINETUNE = {"steps": 40_000, "lr": 3e-4, "pool": 24_000, "loose_pool": 8_000, "r
             "phrase_pool": 24_000, "ckpt_every": 500, "eval_every": 2_000}
 
 
-def start_from(run: Path, generator: torch.nn.Module, weight_decay: float, seed: int = 0) -> bool:
-    """Make a trained ``generator`` checkpoint step 0 of ``run`` (EMA and raw weights alike, a fresh optimizer), so
-    that ``train_generator(resume=True)`` fine-tunes it. Returns False (and writes nothing) when the run already
-    has a checkpoint: resuming then continues that one."""
+def start_from(run: Path, generator: torch.nn.Module, weight_decay: float, seed: int = 0, step: int = 0,
+               raw: torch.nn.Module | None = None) -> bool:
+    """Make a trained ``generator`` checkpoint ``step`` of ``run`` (EMA weights; raw weights ``raw`` or the same; a
+    fresh optimizer), so that ``train_generator(resume=True)`` continues from it. Returns False (and writes
+    nothing) when the run already has a checkpoint: resuming then continues that one."""
     from pixlm.train.common import complete_checkpoints, save_training_checkpoint
     from pixlm.train.pool import param_groups
 
     if complete_checkpoints(run):
         return False
-    opt = torch.optim.AdamW(param_groups(generator, weight_decay), lr=0.0, betas=(0.9, 0.98))
-    save_training_checkpoint(run, 0, {"model": generator, "raw": generator}, opt, {"seed": seed})
+    opt = torch.optim.AdamW(param_groups(raw or generator, weight_decay), lr=0.0, betas=(0.9, 0.98))
+    save_training_checkpoint(run, step, {"model": generator, "raw": raw or generator}, opt, {"seed": seed})
     return True
 
 
-def finetune(work: Path, init: Path, threads: int = 0, stop_at: int = 0, **overrides: object) -> Path:
+def export_weights(run: Path, dest: Path) -> Path:
+    """Copy the newest complete checkpoint's weights (``model/``, ``raw/``, ``state.json``; no optimizer) to ``dest``."""
+    import shutil
+
+    from pixlm.train.common import complete_checkpoints
+
+    ckpts = complete_checkpoints(run)
+    if not ckpts:
+        raise FileNotFoundError(f"{run} has no complete checkpoint to export")
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for name in ("model", "raw"):
+        shutil.copytree(ckpts[-1] / name, dest / name)
+    shutil.copy2(ckpts[-1] / "state.json", dest / "state.json")
+    return dest
+
+
+def finetune(work: Path, init: Path, threads: int = 0, stop_at: int = 0, weights: Path | None = None,
+             **overrides: object) -> Path:
     """Fine-tune the generator of the model folder ``init`` (its ``vq`` encodes the pool) on the ``FINETUNE``
-    settings updated by ``overrides``; resumable. Returns the run's pipeline folder (written at the end)."""
+    settings updated by ``overrides``; resumable. ``weights`` (from ``export_weights``) starts a run without
+    checkpoints at that step instead of at step 0. Returns the run's pipeline folder (written at the end)."""
+    import json
+
     from pixlm.models.masked import MaskedTransformer
     from pixlm.train.generator import GeneratorTrainConfig, train_generator
 
@@ -149,7 +176,12 @@ def finetune(work: Path, init: Path, threads: int = 0, stop_at: int = 0, **overr
     cfg = GeneratorTrainConfig(out=str(work / "generator"), tokenizer=str(init / "vq"), dim=c.dim, layers=c.layers,
                                heads=c.heads, conditioning=c.conditioning, resume=True, stop_at=stop_at,
                                **{**FINETUNE, **overrides})  # type: ignore[arg-type]
-    start_from(Path(cfg.out), gen, cfg.weight_decay, cfg.seed)
+    if weights is not None:
+        step = json.loads((weights / "state.json").read_text())["step"]
+        start_from(Path(cfg.out), MaskedTransformer.from_pretrained(weights / "model"), cfg.weight_decay, cfg.seed,
+                   step, MaskedTransformer.from_pretrained(weights / "raw"))
+    else:
+        start_from(Path(cfg.out), gen, cfg.weight_decay, cfg.seed)
     return train_generator(cfg)
 
 
@@ -178,16 +210,24 @@ def main(argv: list[str] | None = None) -> None:
                     help="fine-tune: weak-category pairs in varied wording (pixlm.data.phrasing)")
     ap.add_argument("--ckpt-every", type=int, default=FINETUNE["ckpt_every"], help="fine-tune: checkpoint interval")
     ap.add_argument("--eval-every", type=int, default=FINETUNE["eval_every"], help="fine-tune: quick-accuracy interval")
+    ap.add_argument("--resume-weights", default="", help="fine-tune: start a run without checkpoints from these "
+                    "exported weights (--export-weights) at their step")
+    ap.add_argument("--export-weights", default="", help="copy the fine-tune's newest checkpoint weights to this "
+                    "folder and exit")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = every core)")
     a = ap.parse_args(argv)
     from pixlm.train.generator import parse_phases
 
     torch.set_num_threads(a.threads or os.cpu_count() or 1)
+    if a.export_weights:
+        print(export_weights(Path(a.work) / "generator", Path(a.export_weights)))
+        return
     if a.finetune_from:
         given = {k: getattr(a, k) for k in ("pool", "loose_pool", "relation_pool")
                  if getattr(a, k) != ap.get_default(k)}  # the full recipe's pool defaults are not the fine-tune's
         work, init = Path(a.work), Path(a.finetune_from)
-        gen = finetune(work, init, a.threads, a.finetune_stop, steps=a.finetune_steps, lr=a.finetune_lr,
+        gen = finetune(work, init, a.threads, a.finetune_stop, Path(a.resume_weights) if a.resume_weights else None,
+                       steps=a.finetune_steps, lr=a.finetune_lr,
                        phrase_pool=a.phrase_pool, ckpt_every=a.ckpt_every, eval_every=a.eval_every, **given)
         if not a.finetune_stop or a.finetune_stop >= a.finetune_steps:
             print(assemble(gen, init / "vq", Path(a.out) if a.out else work / "shapes-masked"))
