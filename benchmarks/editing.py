@@ -91,7 +91,7 @@ def main() -> None:
     from pixlm.data.detailed import same_scene
     from pixlm.data.shapes import random_scene, render, satisfies
     from pixlm.pipelines.editing import encode_images, inpaint, instruct
-    from pixlm.eval.geometric import read_scene
+    from pixlm.data.geometric import read_scene
     from pixlm.pipelines.common import bundled_model_path
     from pixlm.pipelines.text_to_image import load_pipeline
     from PIL import Image

@@ -36,7 +36,7 @@ def image_accuracy(pipe, prompts: list[str], specs: list[list[dict]], k: int, se
                    batch: int = 32) -> list[float]:
     """Per prompt: the share of its ``k`` images (seeds ``seed``…) satisfying any of its specs."""
     from pixlm.data.shapes import satisfies
-    from pixlm.eval.geometric import read_scene
+    from pixlm.data.geometric import read_scene
 
     scores = []
     for i in range(0, len(prompts), batch):

@@ -12,7 +12,7 @@ from PIL import Image
 from pixlm.data.shapes import Scene, ShapeObject, random_scene, render
 from pixlm.eval.augment import degrade
 from pixlm.eval.judge import DEFAULT_JUDGE_DIR, Judge, JudgeConfig, JudgeNet, judge_image, scene_targets
-from pixlm.eval.train_judge import JudgeTrainConfig, heldout_set, train_judge
+from pixlm.train.judge import JudgeTrainConfig, heldout_set, train_judge
 
 
 def _key(objs: list[dict]) -> list[tuple]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pixlm.data.shapes import iter_scenes
-from pixlm.eval.geometric import read_scene
+from pixlm.data.geometric import read_scene
 
 
 def key(objects: list[dict]) -> list[tuple]:

@@ -2,7 +2,7 @@
 
 Two readers cross-check each other:
 
-* the geometric reader (:mod:`pixlm.eval.geometric`) measures each cell's pixels; it is exact on clean renders
+* the geometric reader (:mod:`pixlm.data.geometric`) measures each cell's pixels; it is exact on clean renders
   but brittle on blurred, noisy or off-colour pictures;
 * the learned reader (:class:`JudgeNet`) is a small CNN trained on renders degraded by
   :func:`pixlm.eval.augment.degrade`; it predicts, for each of the 9 cells, empty-or-shape, colour and size.
@@ -30,7 +30,7 @@ from PIL import Image
 
 from pixlm.checkpoint import Pretrained
 from pixlm.data.shapes import COLORS, SHAPES, SIZES
-from pixlm.eval.geometric import read_scene
+from pixlm.data.geometric import read_scene
 
 DEFAULT_JUDGE_DIR = Path(__file__).resolve().parent.parent / "assets" / "judge"
 SHAPE_CLASSES = ("empty",) + SHAPES  # class 0 of the shape head means "no object in this cell"

@@ -67,12 +67,37 @@ def check_number(value, name: str, lo: float, hi: float, integer: bool) -> None:
         raise ValueError(f"{name}={value!r} must be {kind} in [{lo}, {hi}]")
 
 
+MAX_SEED = 2**63 - 1
+
+
 def make_generator(seed: int | None, device: torch.device | str = "cpu") -> tuple[torch.Generator, int]:
     """A seeded ``torch.Generator`` (a random seed when None) and the seed used."""
     if seed is None:
-        seed = secrets.randbits(63)
-    check_number(seed, "seed", 0, 2**63 - 1, integer=True)
+        seed = secrets.randbits(62)
+    check_number(seed, "seed", 0, MAX_SEED, integer=True)
     return torch.Generator(device=device).manual_seed(seed), seed
+
+
+def make_generators(seed: int | list[int] | None, n: int,
+                    device: torch.device | str = "cpu") -> tuple[list[torch.Generator], list[int]]:
+    """One seeded ``torch.Generator`` per output image, and the seeds used.
+
+    An int ``s`` gives image ``i`` the seed ``s + i``, so image ``i`` of a call is the picture a one-image call with
+    seed ``s + i`` draws, whatever the batch holds (the samplers draw each row's randomness from its own generator).
+    A list gives each image its own seed (``n`` of them); None draws a random ``s``.
+    """
+    if isinstance(seed, (list, tuple)):
+        if len(seed) != n:
+            raise ValueError(f"seed is a list of {len(seed)} seeds for {n} images; give one per image or one int")
+        seeds = list(seed)
+    else:
+        if seed is None:
+            seed = secrets.randbits(62)
+        check_number(seed, "seed", 0, MAX_SEED - n + 1, integer=True)
+        seeds = [seed + i for i in range(n)]
+    for s in seeds:
+        check_number(s, "seed", 0, MAX_SEED, integer=True)
+    return [torch.Generator(device=device).manual_seed(s) for s in seeds], seeds
 
 
 def tokens_to_images(vq: Any, tokens: torch.Tensor) -> list[Image.Image]:

@@ -294,7 +294,7 @@ def read_source_scene(pipe: TextToImagePipeline, image: Image.Image) -> tuple[li
     clean render the geometric reading is exact and wins, otherwise the caption does (the geometric reader is
     the fallback when there is no captioner). ``info`` records both readings and whether they agreed.
     """
-    from pixlm.eval.geometric import read_scene
+    from pixlm.data.geometric import read_scene
 
     pic = prepare_image(image, 64)
     geo = read_scene(pic)
@@ -366,7 +366,7 @@ def instruct(pipe: TextToImagePipeline, image: Image.Image, instruction: str, nu
         tokens = init.expand(b, -1).clone()
     tokens = tokens.view(b, g, g)
     if candidates > 1:
-        from pixlm.eval.geometric import read_scene
+        from pixlm.data.geometric import read_scene
 
         with torch.inference_mode():
             pics = tokens_to_images(pipe.vq, tokens)

@@ -1,7 +1,7 @@
 """Best-of-N generation: draw N candidates per prompt, judge each against the prompt, keep the best.
 
 The prompt is parsed into a spec (:func:`pixlm.data.specs.parse_prompt`); a candidate is judged by the geometric
-reader (:func:`pixlm.eval.geometric.read_scene`) and, when the model has a captioner, by its detailed caption
+reader (:func:`pixlm.data.geometric.read_scene`) and, when the model has a captioner, by its detailed caption
 parsed back into objects. The score counts full matches first, partial matches second::
 
     score = 2·[geometric reading satisfies spec] + [caption satisfies spec]
@@ -57,7 +57,7 @@ def partial_match(objects: list[dict], spec: dict) -> float:
 
 def score_candidate(image: Image.Image, spec: dict, caption: str | None = None) -> float:
     """The rerank score of one picture against a spec (see the module docstring)."""
-    from pixlm.eval.geometric import read_scene
+    from pixlm.data.geometric import read_scene
 
     found = read_scene(image)
     score = 2.0 * satisfies(found, spec) + partial_match(found, spec)

@@ -97,25 +97,50 @@ class TextEncoder:
         if config.type == "tiny":
             self.model: nn.Module = TinyTextEncoderModule(config)
             self.tokenizer = None
+        elif config.type == "minilm":  # pixlm's own BERT module: no transformers import, no class resolution
+            from pixlm.text.bert import BertModel, BertTokenizer
+
+            path = minilm_path()
+            self.tokenizer = BertTokenizer(path, config.max_length)
+            self.model = BertModel.from_folder(path).requires_grad_(False)
         else:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub: everything is local
-            from transformers import AutoModel, AutoTokenizer
-
-            path = minilm_path() if config.type == "minilm" else config.path
-            if not Path(path).is_dir():
-                raise CheckpointError(f"text encoder directory {path!r} does not exist")
-            from transformers.utils import logging as hf_logging
-
-            self.tokenizer = AutoTokenizer.from_pretrained(path)
-            bar = hf_logging.is_progress_bar_enabled()
-            hf_logging.disable_progress_bar()  # no "Loading weights" bar on every CLI call; the setting is restored
-            try:
-                self.model = AutoModel.from_pretrained(path)
-            finally:
-                if bar:
-                    hf_logging.enable_progress_bar()
-            self.model.requires_grad_(False)
+            self.tokenizer = self.model = None
+            self._load_hf(config.path)
         self.model.to(self.device).eval()
+
+    def _load_hf(self, path: str) -> None:
+        """Any local Hugging Face encoder folder, through ``AutoModel`` (slower to import; frozen)."""
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub: everything is local
+        if not Path(path).is_dir():
+            raise CheckpointError(f"text encoder directory {path!r} does not exist")
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_tok = AutoTokenizer.from_pretrained(path)
+        max_length = self.config.max_length
+
+        def tokenize(prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+            b = hf_tok(prompts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+            return b["input_ids"], b["attention_mask"].bool()
+
+        bar = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # no "Loading weights" bar on every CLI call; the setting is restored
+        try:
+            model = AutoModel.from_pretrained(path).requires_grad_(False)
+        finally:
+            if bar:
+                hf_logging.enable_progress_bar()
+
+        class _LastHidden(nn.Module):  # same call shape as pixlm.text.bert.BertModel
+            def __init__(self) -> None:
+                super().__init__()
+                self.inner = model
+                self.config = model.config
+
+            def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+                return self.inner(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+        self.tokenizer, self.model = tokenize, _LastHidden()
 
     @property
     def dim(self) -> int:
@@ -127,16 +152,14 @@ class TextEncoder:
         if self.tokenizer is None:
             ids, mask = self.model.tokenize(prompts)  # type: ignore[operator]
         else:
-            b = self.tokenizer(prompts, padding=True, truncation=True, max_length=self.config.max_length,
-                               return_tensors="pt")
-            ids, mask = b["input_ids"], b["attention_mask"].bool()
+            ids, mask = self.tokenizer(prompts)
         ids, mask = ids.to(self.device), mask.to(self.device)
         # no_grad rather than inference_mode: cached states may later feed a module that trains.
         with torch.set_grad_enabled(self.tokenizer is None and torch.is_grad_enabled()):
             if self.tokenizer is None:
                 h = self.model(ids, mask)
             else:
-                h = self.model(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, T, D)
+                h = self.model(ids, mask)  # (B, T, D)
         return [h[i, : int(mask[i].sum())] for i in range(len(prompts))]
 
     def encode(self, prompts: list[str], use_cache: bool = True) -> tuple[torch.Tensor, torch.Tensor]:

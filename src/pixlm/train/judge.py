@@ -2,11 +2,11 @@
 
 Recipe for the shipped weights (a few minutes on one CPU core)::
 
-    python -m pixlm.eval.train_judge --out src/pixlm/assets/judge
+    python -m pixlm.train.judge --out src/pixlm/assets/judge
 
 Measure an existing judge without training (optionally also on a tokenizer's reconstructions)::
 
-    python -m pixlm.eval.train_judge --eval-only --out src/pixlm/assets/judge --eval-n 2000 [--tokenizer DIR]
+    python -m pixlm.train.judge --eval-only --out src/pixlm/assets/judge --eval-n 2000 [--tokenizer DIR]
 """
 
 from __future__ import annotations
