@@ -87,39 +87,39 @@ def data_check(
 
 @data_app.command("emoji")
 def data_emoji(
-    out: Annotated[Path, typer.Option(help="Output folder: train/, test_emoji/, test_variant/, splits.json, "
-                                      "catalog.jsonl, LICENSE-*.txt, ATTRIBUTION.md.")],
-    node_modules: Annotated[Optional[Path], typer.Option(help="node_modules folder of `npm install openmoji "
-                                                         "emoji-datasource-google` (names, tags, ZWJ sequences).")]
-    = None,
-    sources: Annotated[str, typer.Option(help="Comma-separated: noto (the pictures, required), openmoji, "
-                                         "emoji-datasource; auto = noto + the npm packages found.")] = "auto",
-    font: Annotated[Optional[Path], typer.Option(help="NotoColorEmoji.ttf (default: Debian's "
-                                                 "fonts-noto-color-emoji).")] = None,
+    out: Annotated[Path, typer.Option(help="Output folder: train/, test_emoji/, test_variant/ (STYLE/HEXCODE.png), "
+                                      "splits.json, catalog.jsonl, LICENSE-*.txt, ATTRIBUTION.md.")],
+    node_modules: Annotated[Path, typer.Option(help="node_modules folder of `npm install --prefix DIR "
+                                               "@iconify-json/noto @iconify-json/twemoji @iconify-json/openmoji "
+                                               "@iconify-json/fluent-emoji-flat openmoji emoji-datasource-google`.")]
+    = Path("node_modules"),
+    styles: Annotated[str, typer.Option(help="Comma-separated emoji styles: noto, twemoji, openmoji, fluent.")]
+    = "noto,twemoji,openmoji,fluent",
+    names: Annotated[str, typer.Option(help="Comma-separated npm name data: openmoji, emoji-datasource; auto = "
+                                       "those installed; none = the icon sets' own names.")] = "auto",
     size: Annotated[int, typer.Option(min=8, help="Picture side in pixels.")] = 64,
-    seed: Annotated[int, typer.Option(help="Split seed; same sources and seed, same files.")] = 0,
+    seed: Annotated[int, typer.Option(help="Split seed; same packages and seed, same files.")] = 0,
     max_bases: Annotated[int, typer.Option(min=0, help="Keep N base emoji drawn by the seed (0 = all).")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing dataset in OUT.")] = False,
 ) -> None:
-    """Build the emoji image+caption dataset (Noto Color Emoji pictures, names from Unicode/OpenMoji)."""
-    from pixlm.data.emoji import NOTO_FONT, NPM_INSTALL, EmojiDataConfig, build_emoji_dataset, npm_sources
+    """Build the emoji image+caption dataset: four art styles rendered from npm's emoji SVG sets, CLDR names."""
+    from pixlm.data.emoji import NPM_INSTALL, EmojiDataConfig, build_emoji_dataset, npm_sources
 
     with user_errors():
-        if sources == "auto":
-            found = npm_sources(node_modules)
-            if len(found) < 2:
-                typer.echo(f"note: without OpenMoji / emoji-datasource data the names come from Unicode only; "
-                           f"`{NPM_INSTALL}` and --node-modules DIR add tags, categories and ZWJ sequences",
-                           err=True)
-            chosen = ("noto", *found)
+        if names == "auto":
+            chosen = npm_sources(node_modules)
+            if len(chosen) < 2:
+                typer.echo(f"note: without OpenMoji / emoji-datasource data the names and keywords come from the "
+                           f"icon sets only; `{NPM_INSTALL}` adds CLDR tags and categories", err=True)
         else:
-            chosen = tuple(s.strip() for s in sources.split(",") if s.strip())
-        summary = build_emoji_dataset(EmojiDataConfig(out=str(out), sources=chosen, size=size, seed=seed,
-                                                      node_modules=str(node_modules or ""),
-                                                      font=str(font or NOTO_FONT), max_bases=max_bases,
-                                                      overwrite=overwrite))
+            chosen = tuple(s.strip() for s in names.split(",") if s.strip() and s.strip() != "none")
+        summary = build_emoji_dataset(EmojiDataConfig(
+            out=str(out), node_modules=str(node_modules), styles=tuple(s.strip() for s in styles.split(",")),
+            name_sources=chosen, size=size, seed=seed, max_bases=max_bases, overwrite=overwrite))
     counts = ", ".join(f"{k} {v}" for k, v in summary["counts"].items())
-    typer.echo(f"wrote {sum(summary['counts'].values())} emoji ({counts}; sources {', '.join(chosen)}) to {out}")
+    pictures = sum(n for per_style in summary["pictures"].values() for n in per_style.values())
+    typer.echo(f"wrote {sum(summary['counts'].values())} emoji, {pictures} pictures ({counts}; styles "
+               f"{', '.join(summary['styles'])}; names {', '.join(chosen) or 'icon sets'}) to {out}")
 
 
 @data_app.command("shard")
