@@ -117,3 +117,22 @@ def test_exported_weights_restart_a_run_at_their_step(tmp_path: Path) -> None:
         assert all(torch.equal(a, b) for a, b in zip(want.state_dict().values(), got.state_dict().values()))
     with pytest.raises(FileNotFoundError, match="no complete checkpoint"):
         export_weights(tmp_path / "empty", tmp_path / "w2")
+
+
+def test_phrase_pool_is_cached_and_appended(tmp_path: Path) -> None:
+    from pixlm.models.vq import VQConfig, VQModel
+    from pixlm.train.generator import GeneratorTrainConfig, build_pool, text_encoder_from_spec
+
+    torch.manual_seed(0)
+    vq, text = VQModel(VQConfig(channels=(8, 8, 16, 16), levels=(4, 4, 4))).eval(), text_encoder_from_spec("tiny")
+    cfg = GeneratorTrainConfig(out=str(tmp_path), text_encoder="tiny", pool=6, phrase_pool=5)
+    pool = build_pool(cfg, vq, text, tmp_path)
+    assert pool["tokens"].shape[0] == 11 and len(pool["offsets"]) == 12
+    assert int(pool["offsets"][-1]) == pool["text"].shape[0]
+    prompts = (tmp_path / "pool_phrases-5.txt").read_text().splitlines()
+    rng = random.Random(cfg.seed + 780)  # phrase_pairs' stream: the cached prompts are phrasing.training_pair's
+    assert prompts == [phrasing.training_pair(rng)[1] for _ in range(5)]
+    again = build_pool(cfg, vq, text, tmp_path)  # from the caches
+    assert all(torch.equal(pool[k], again[k]) for k in pool)
+    with pytest.raises(ValueError, match="need the built-in shapes pool"):
+        build_pool(GeneratorTrainConfig(data="somewhere", phrase_pool=5), vq, text, tmp_path)
