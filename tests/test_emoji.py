@@ -291,3 +291,25 @@ def test_generate_with_the_bundled_emoji_model(tmp_path: Path, runner) -> None:
     with Image.open(png) as im:
         assert im.size == (64, 64)
         assert len(set(im.convert("RGB").getdata())) > 8  # a picture, not a flat colour
+
+
+def test_tokenizer_stage_helpers(emoji_data: Path, vq_dir: Path) -> None:
+    import pixlm.train.tokenizer as tokenizer
+    from pixlm.models.vq import VQModel
+    from pixlm.train.common import psnr
+    from pixlm.train.emoji import load_pictures, tokenizer_on_pictures, tokenizer_report
+
+    pictures = load_pictures(emoji_data / "train")
+    assert pictures.dtype == torch.uint8 and pictures.shape[1:] == (3, 64, 64)
+    with tokenizer_on_pictures(pictures):
+        a, _, _ = tokenizer.shapes_batch(0, 5, 6)
+        b, _, _ = tokenizer.shapes_batch(0, 5, 6)
+    assert torch.equal(a, b) and a.shape == (6, 3, 64, 64) and -1 <= float(a.min()) < float(a.max()) <= 1
+    assert tokenizer.shapes_batch(0, 5, 6)[1]  # the original (captioned shapes scenes) is back
+    report = tokenizer_report(vq_dir, emoji_data, splits=("test_emoji",))
+    assert set(report["test_emoji"]) <= set(STYLES) and 0 < report["codebook_usage"] <= 1
+    ds = ImageFolder(emoji_data / "test_emoji")
+    noto = torch.stack([ds[rows[0]]["image"] for rows in ds.pictures() if ds.rows[rows[0]].file_name.startswith("noto/")])
+    vq = VQModel.from_pretrained(vq_dir)
+    assert report["test_emoji"]["noto"]["pictures"] == len(noto)
+    assert report["test_emoji"]["noto"]["psnr"] == round(psnr(vq.decode(vq.encode(noto)), noto), 2)

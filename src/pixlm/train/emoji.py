@@ -143,67 +143,35 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def tokenizer_report(model: str | Path, data: str | Path, splits: tuple[str, ...] = ("test_emoji", "test_variant"),
-                     batch: int = 256) -> dict[str, dict[str, float]]:
-    """Round trip of a tokenizer (a model folder or a training checkpoint's ``model``) on the pictures of
-    ``splits``, per style: PSNR (dB, over all pixels of the style), pictures, and the share of the codebook used."""
+                     batch: int = 256) -> dict[str, dict]:
+    """Round trip of a tokenizer (a model folder or a training checkpoint's ``model``) on the pictures of each
+    split, per style: PSNR (dB, over all pixels of the style's pictures), pictures, and the share of the codebook
+    its tokens use; ``"codebook_usage"``: the share over all of them."""
     from pixlm.data.folder import ImageFolder
     from pixlm.models.vq import VQModel
     from pixlm.train.common import psnr
 
     vq = VQModel.from_pretrained(model).eval()
-    by_style: dict[str, list[torch.Tensor]] = {}
+    report: dict[str, dict] = {}
+    used = torch.zeros(vq.vocab_size, dtype=torch.bool)
     for split in splits:
         ds = ImageFolder(Path(data) / split)
-        for rows in ds.pictures():
+        by_style: dict[str, list[torch.Tensor]] = {}
+        for rows in ds.pictures():  # files are STYLE/HEXCODE.png
             by_style.setdefault(Path(ds.rows[rows[0]].file_name).parent.name, []).append(ds[rows[0]]["image"])
-    report, used = {}, torch.zeros(vq.vocab_size, dtype=torch.bool)
-    for style, pictures in sorted(by_style.items()):
-        x = torch.stack(pictures)
-        with torch.no_grad():
-            tokens = torch.cat([vq.encode(x[i:i + batch]) for i in range(0, len(x), batch)])
-            recon = torch.cat([vq.decode(tokens[i:i + batch]) for i in range(0, len(x), batch)])
-        style_used = torch.zeros(vq.vocab_size, dtype=torch.bool)
-        style_used[tokens.flatten()] = True
-        used |= style_used
-        report[style] = {"psnr": psnr(recon, x), "pictures": len(x), "codebook_usage": float(style_used.float().mean())}
-    report["all"] = {"codebook_usage": float(used.float().mean()), "pictures": sum(len(v) for v in by_style.values())}
+        report[split] = {}
+        for style, pictures in sorted(by_style.items()):
+            x = torch.stack(pictures)
+            with torch.no_grad():
+                tokens = torch.cat([vq.encode(x[i:i + batch]) for i in range(0, len(x), batch)])
+                recon = torch.cat([vq.decode(tokens[i:i + batch]) for i in range(0, len(x), batch)])
+            style_used = torch.zeros(vq.vocab_size, dtype=torch.bool)
+            style_used[tokens.flatten()] = True
+            used |= style_used
+            report[split][style] = {"psnr": round(psnr(recon, x), 2), "pictures": len(x),
+                                    "codebook_usage": round(float(style_used.float().mean()), 4)}
+    report["codebook_usage"] = round(float(used.float().mean()), 4)
     return report
-
-
-def stage_generator(cfg: EmojiRecipeConfig, data: Path, tokenizer: Path) -> Path:
-    from pixlm.train.generator import GeneratorTrainConfig, parse_phases, train_phases
-
-    phases = parse_phases(cfg.generator_phases)
-    # eval_every past the end: the trainer's built-in quick check draws shapes prompts, meaningless here; it runs
-    # once at the end of each phase. The emoji evaluation is benchmarks/emoji.py.
-    return train_phases(GeneratorTrainConfig(out=str(Path(cfg.work) / "generator"), tokenizer=str(tokenizer),
-                                             data=str(data / "train"), batch_size=cfg.generator_batch,
-                                             dim=cfg.generator_dim, layers=cfg.generator_layers, seed=cfg.seed,
-                                             eval_every=max(s for s, _ in phases) + 1, ckpt_every=200), phases)
-
-
-def stage_scorer(cfg: EmojiRecipeConfig, data: Path) -> Path:
-    from pixlm.train.clip_score import ScorerTrainConfig, train_scorer
-
-    out = Path(cfg.work) / "clip_score"
-    if not (out / "model" / ".complete").exists():
-        train_scorer(ScorerTrainConfig(data=str(data / "train"), out=str(out), steps=cfg.scorer_steps, seed=cfg.seed))
-    return out / "model"
-
-
-def stage_captioner(cfg: EmojiRecipeConfig, data: Path, tokenizer: Path) -> Path:
-    from pixlm.train.captioner import CaptionerTrainConfig, train_captioner
-
-    out = Path(cfg.work) / "captioner"
-    if not (out / "model" / ".complete").exists():
-        # words seen once (rare names) map to <unk>: 30% fewer words, a smaller embedding and head, for ~1% of text
-        train_captioner(CaptionerTrainConfig(
-            out=str(out), tokenizer=str(tokenizer), data=str(data / "train"),
-            eval_data=f"{data / 'test_variant'},{data / 'test_emoji'}", vocab_min_count=2, steps=cfg.captioner_steps,
-            batch_size=64, lr=2e-3, label_smoothing=0.1, dim=cfg.captioner_dim, encoder_layers=1, decoder_layers=2,
-            heads=4, max_length=24, eval_every=250, ckpt_every=250, log_every=50, eval_n=300, seed=cfg.seed,
-            resume=True))
-    return out / "model"
 
 
 # Sampling defaults of the emoji model, the best CLIP-score on 192 TRAINING names (`python benchmarks/emoji.py --data
