@@ -70,6 +70,26 @@ def check_number(value, name: str, lo: float, hi: float, integer: bool) -> None:
 MAX_SEED = 2**63 - 1
 
 
+def check_sampling_args(num_images: int, steps: int | None, guidance: float | None,
+                        images_name: str = "num_images_per_prompt") -> None:
+    """The pipelines' limits on image count, steps and guidance (None: the model's default, not checked here)."""
+    check_number(num_images, images_name, 1, MAX_IMAGES_PER_PROMPT, integer=True)
+    if steps is not None:
+        check_number(steps, "num_inference_steps", 1, MAX_STEPS, integer=True)
+    if guidance is not None:
+        check_number(guidance, "guidance_scale", 0.0, MAX_GUIDANCE, integer=False)
+
+
+def check_generation_args(prompt: str | list[str], num_images: int = 1, steps: int | None = None,
+                          guidance: float | None = None, seed: int | None = None) -> list[str]:
+    """Every argument of a generation call checked before anything is loaded (the CLI calls this first)."""
+    prompts = check_prompts(prompt)
+    check_sampling_args(num_images, steps, guidance)
+    if seed is not None:
+        check_number(seed, "seed", 0, MAX_SEED - len(prompts) * num_images + 1, integer=True)
+    return prompts
+
+
 def make_generator(seed: int | None, device: torch.device | str = "cpu") -> tuple[torch.Generator, int]:
     """A seeded ``torch.Generator`` (a random seed when None) and the seed used."""
     if seed is None:
