@@ -300,6 +300,28 @@ def expand_cmd(
         typer.echo(expander.expand(prompt))
 
 
+# ---------------------------------------------------------------------------------------------- export
+export_app = typer.Typer(help="Export a model for other runtimes.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("onnx")
+def export_onnx_cmd(
+    out: Annotated[Path, typer.Option(help="Output folder (an earlier export there is replaced).")],
+    model: Annotated[Optional[str], typer.Option(help="Model folder, or a bundled model: shapes (the default) "
+                                                 "or emoji.")] = None,
+) -> None:
+    """Write the text encoder, one generator step and the VQ decoder as ONNX graphs, plus the sampler settings;
+    run them with `load_onnx_pipeline(OUT)` (ONNX Runtime: `pip install 'pixlm[onnx]'`)."""
+    from pixlm.inference.onnx import export_onnx
+    from pixlm.pipelines.text_to_image import load_pipeline
+
+    start = time.perf_counter()
+    with user_errors():
+        path = export_onnx(load_pipeline(model), out)
+    typer.echo(f"wrote ONNX graphs and onnx_index.json to {path} in {time.perf_counter() - start:.1f} s")
+
+
 # ---------------------------------------------------------------------------------------------- serve
 @app.command("serve")
 def serve(
