@@ -4,11 +4,11 @@
 
 Sequential stages, each resumable and skipped once finished: (1) the dataset (``pixlm data emoji``: four styles,
 from the npm packages under ``--node-modules``) in ``WORK/data``; (2) the FSQ tokenizer on the training pictures
-(``--stop-after tokenizer`` ends the recipe there; rerun the same command to resume it); (3) the masked generator on the training
-captions (``GeneratorTrainConfig.data``); (4) the contrastive text–image scorer used by the evaluation
-(``pixlm.eval.clip_score``, in ``WORK/clip_score/model``); (5) the captioner on the training pictures and
-captions (``CaptionerTrainConfig.data``, in ``WORK/captioner/model``; the held-out splits' loss, BLEU-4 and
-CIDEr are only logged, never trained on); (6) the pipeline, float16, in ``WORK/pipeline`` (``--out``) with the
+(``--stop-after tokenizer`` ends the recipe there; rerun the same command to resume it); (3) the masked
+generator on the training captions (``GeneratorTrainConfig.data``); (4) the contrastive text–image scorer used
+by the evaluation (``pixlm.eval.clip_score``, in ``WORK/clip_score/model``); (5) the captioner on the training
+pictures and captions (``CaptionerTrainConfig.data``, in ``WORK/captioner/model``; the held-out splits' loss,
+BLEU-4 and CIDEr are only logged, never trained on); (6) the pipeline, float16, in ``WORK/pipeline`` (``--out``) with the
 captioner as ``captioner/``, and with ``--scorer-out`` a float16 copy of the scorer. Only the ``train`` split is
 ever trained on. Evaluate with ``python benchmarks/emoji.py --model WORK/pipeline --data WORK/data --scorer
 WORK/clip_score/model`` (add ``--captions`` for the captioner). The shipped model and scorer were written by
@@ -67,11 +67,11 @@ class EmojiRecipeConfig:
     seed: int = 0
     tokenizer_steps: int = 40000  # length of the cosine schedule; --tokenizer-stop-at ends a session earlier
     tokenizer_stop_at: int = 0
-    tokenizer_batch: int = 32
+    tokenizer_batch: int = 16
     tokenizer_lr: float = 1e-3
     tokenizer_levels: str = "7,5,5,5,5"  # FSQ levels: 4375 codes
     tokenizer_channels: str = "32,64,128,256"  # encoder/decoder channels at 64, 32, 16 and 8 px
-    tokenizer_ckpt_every: int = 100
+    tokenizer_ckpt_every: int = 200  # ~10 minutes on one shared, nice'd thread
     generator_phases: str = "500:400,2000:1600"  # STEPS[:STOP],...: cosine schedules, each resuming the last
     generator_batch: int = 64
     generator_dim: int = 192
@@ -89,7 +89,8 @@ def load_pictures(folder: str | Path) -> torch.Tensor:
     from pixlm.data.folder import ImageFolder
 
     ds = ImageFolder(folder)
-    return torch.from_numpy(np.stack([np.asarray(ds.load_image(rows[0])) for rows in ds.pictures()])).permute(0, 3, 1, 2)
+    arr = np.stack([np.asarray(ds.load_image(rows[0])) for rows in ds.pictures()])  # (P, H, W, 3)
+    return torch.from_numpy(arr).permute(0, 3, 1, 2)
 
 
 @contextlib.contextmanager
@@ -172,6 +173,42 @@ def tokenizer_report(model: str | Path, data: str | Path, splits: tuple[str, ...
                                     "codebook_usage": round(float(style_used.float().mean()), 4)}
     report["codebook_usage"] = round(float(used.float().mean()), 4)
     return report
+
+
+def stage_generator(cfg: EmojiRecipeConfig, data: Path, tokenizer: Path) -> Path:
+    from pixlm.train.generator import GeneratorTrainConfig, parse_phases, train_phases
+
+    phases = parse_phases(cfg.generator_phases)
+    # eval_every past the end: the trainer's built-in quick check draws shapes prompts, meaningless here; it runs
+    # once at the end of each phase. The emoji evaluation is benchmarks/emoji.py.
+    return train_phases(GeneratorTrainConfig(out=str(Path(cfg.work) / "generator"), tokenizer=str(tokenizer),
+                                             data=str(data / "train"), batch_size=cfg.generator_batch,
+                                             dim=cfg.generator_dim, layers=cfg.generator_layers, seed=cfg.seed,
+                                             eval_every=max(s for s, _ in phases) + 1, ckpt_every=200), phases)
+
+
+def stage_scorer(cfg: EmojiRecipeConfig, data: Path) -> Path:
+    from pixlm.train.clip_score import ScorerTrainConfig, train_scorer
+
+    out = Path(cfg.work) / "clip_score"
+    if not (out / "model" / ".complete").exists():
+        train_scorer(ScorerTrainConfig(data=str(data / "train"), out=str(out), steps=cfg.scorer_steps, seed=cfg.seed))
+    return out / "model"
+
+
+def stage_captioner(cfg: EmojiRecipeConfig, data: Path, tokenizer: Path) -> Path:
+    from pixlm.train.captioner import CaptionerTrainConfig, train_captioner
+
+    out = Path(cfg.work) / "captioner"
+    if not (out / "model" / ".complete").exists():
+        # words seen once (rare names) map to <unk>: 30% fewer words, a smaller embedding and head, for ~1% of text
+        train_captioner(CaptionerTrainConfig(
+            out=str(out), tokenizer=str(tokenizer), data=str(data / "train"),
+            eval_data=f"{data / 'test_variant'},{data / 'test_emoji'}", vocab_min_count=2, steps=cfg.captioner_steps,
+            batch_size=64, lr=2e-3, label_smoothing=0.1, dim=cfg.captioner_dim, encoder_layers=1, decoder_layers=2,
+            heads=4, max_length=24, eval_every=250, ckpt_every=250, log_every=50, eval_n=300, seed=cfg.seed,
+            resume=True))
+    return out / "model"
 
 
 # Sampling defaults of the emoji model, the best CLIP-score on 192 TRAINING names (`python benchmarks/emoji.py --data
