@@ -20,7 +20,6 @@ import asyncio
 import json
 import os
 import platform
-import re
 import socket
 import statistics
 import subprocess
@@ -42,10 +41,11 @@ def free_port() -> int:
 
 
 def metric_sum_count(text: str, name: str) -> tuple[float, float]:
-    """(sum, count) of a histogram without labels in Prometheus text."""
-    s = re.search(rf"^{name}_sum (\S+)$", text, re.M)
-    c = re.search(rf"^{name}_count (\S+)$", text, re.M)
-    return (float(s.group(1)) if s else 0.0, float(c.group(1)) if c else 0.0)
+    """(sum, count) of a histogram without labels in Prometheus text (read with prometheus_client's parser)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    values = {s.name: s.value for f in text_string_to_metric_families(text) if f.name == name for s in f.samples}
+    return values.get(f"{name}_sum", 0.0), values.get(f"{name}_count", 0.0)
 
 
 def start_server(model: str, port: int, max_batch: int, window_ms: float) -> subprocess.Popen:

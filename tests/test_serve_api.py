@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 pytest.importorskip("fastapi")
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from pixlm.serve import build_app  # noqa: E402
@@ -141,7 +142,8 @@ def test_malformed_bodies_are_4xx_json(client) -> None:
     assert_error(client.post("/v1/images/generations", content=b'{"prompt": "x"',
                              headers={"content-type": "application/json"}), 400, words="malformed JSON")
     assert_error(client.post("/v1/images/generations", json=["a", "b"]), 400, words="JSON object")
-    assert_error(client.post("/v1/images/generations", content=b""), 400, words="empty")
+    assert_error(client.post("/v1/images/generations", content=b"", headers={"content-type": "application/json"}),
+                 400, words="empty")
     assert_error(client.post("/v1/images/generations", files={"prompt": (None, "x")}), 415, words="JSON")
 
 
@@ -334,7 +336,7 @@ def test_variations(client) -> None:
     r = client.post("/v1/images/variations", data={"n": "3", "size": "128x128", "strength": "0.3"}, files=files)
     assert r.status_code == 200, r.text
     assert [decode(d).size for d in r.json()["data"]] == [(128, 128)] * 3
-    assert_error(client.post("/v1/images/variations", data={"strength": "0"}, files=files), 400, "strength", "(0.0")
+    assert_error(client.post("/v1/images/variations", data={"strength": "0"}, files=files), 400, "strength", "1.0]")
     assert_error(client.post("/v1/images/variations", data={"strength": "1.5"}, files=files), 400, "strength")
 
 
@@ -368,14 +370,40 @@ def test_models_health_ready(client) -> None:
 
 def test_metrics_report_requests_latency_queue_and_batches(client) -> None:
     client.post("/v1/images/generations", json={"prompt": "a red circle", "n": 2})
-    text = client.get("/metrics").text
-    assert 'pixlm_requests_total{endpoint="/v1/images/generations",status="200"}' in text
-    assert 'pixlm_requests_total{endpoint="/v1/images/generations",status="400"}' in text
-    assert 'pixlm_request_duration_seconds_bucket{endpoint="/v1/images/generations",le="+Inf"}' in text
-    assert "pixlm_queue_depth 0" in text
-    assert "# TYPE pixlm_batch_size_images histogram" in text and "pixlm_batch_size_images_count" in text
-    images = [line for line in text.splitlines() if line.startswith('pixlm_images_total{endpoint="/v1/images/gen')]
-    assert images and float(images[0].split()[-1]) >= 2
+    r = client.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    families = {f.name: f for f in text_string_to_metric_families(r.text)}  # the library's own parser
+
+    def sample(family: str, suffix: str = "", **labels: str) -> float:
+        found = [s.value for s in families[family].samples if s.name == family + suffix and
+                 all(s.labels.get(k) == v for k, v in labels.items())]
+        assert found, (family, suffix, labels)
+        return found[0]
+
+    assert families["pixlm_requests"].type == "counter"
+    assert sample("pixlm_requests", "_total", endpoint="/v1/images/generations", status="200") >= 1
+    assert sample("pixlm_requests", "_total", endpoint="/v1/images/generations", status="400") >= 1
+    assert families["pixlm_request_duration_seconds"].type == "histogram"
+    assert sample("pixlm_request_duration_seconds", "_bucket", endpoint="/v1/images/generations", le="+Inf") >= 2
+    assert sample("pixlm_queue_depth") == 0 and families["pixlm_queue_depth"].type == "gauge"
+    for name in ("pixlm_queue_images", "pixlm_running_requests"):
+        assert sample(name) == 0
+    assert sample("pixlm_batch_size_images", "_count") >= 1 and sample("pixlm_batch_size_requests", "_count") >= 1
+    assert sample("pixlm_batch_duration_seconds", "_count") >= 1
+    assert sample("pixlm_images", "_total", endpoint="/v1/images/generations") >= 2
+    assert {"pixlm_jobs_cancelled", "pixlm_queue_rejections"} <= set(families)
+    # OpenMetrics for scrapers that ask for it.
+    om = client.get("/metrics", headers={"accept": "application/openmetrics-text; version=1.0.0"})
+    assert om.headers["content-type"].startswith("application/openmetrics-text") and om.text.endswith("# EOF\n")
+
+
+def test_each_app_counts_its_own_requests(pipe) -> None:
+    with TestClient(build_app(pipe)) as a, TestClient(build_app(pipe)) as b:
+        a.get("/health")
+        a.get("/health")
+        b.get("/health")
+        assert a.app.state.metrics.value("pixlm_requests_total", endpoint="/health", status="200") == 2
+        assert b.app.state.metrics.value("pixlm_requests_total", endpoint="/health", status="200") == 1
 
 
 def test_ui_is_served_with_its_assets(client) -> None:

@@ -68,11 +68,11 @@ async def test_concurrent_requests_share_one_forward() -> None:
     assert [len(r.json()["data"]) for r in responses] == [1, 2, 2, 2]
     # The three queued requests ran as one forward of 6 rows, each request getting its own prompt's rows.
     assert gated.calls == [["first"], ["p0", "p0", "p1", "p1", "p2", "p2"]]
-    text = app.state.metrics.registry.render()
-    assert "pixlm_batch_size_requests_count 2" in text and "pixlm_batch_size_images_sum 7" in text.replace(".0", "")
+    metrics = app.state.metrics
+    assert metrics.value("pixlm_batch_size_requests_count") == 2 and metrics.value("pixlm_batch_size_images_sum") == 7
 
 
-async def test_different_settings_and_seeds_are_not_merged() -> None:
+async def test_different_settings_are_not_merged_but_seeds_are() -> None:
     gated = GatedPipeline()
     app = build_app(gated, batch_window_ms=1)
     async with client_for(app) as c:
@@ -85,7 +85,7 @@ async def test_different_settings_and_seeds_are_not_merged() -> None:
         gated.gate.set()
         responses = await asyncio.gather(first, *rest)
     assert all(r.status_code == 200 for r in responses)
-    assert gated.calls == [["first"], ["a", "d"], ["b"], ["c"], ["e"]]
+    assert gated.calls == [["first"], ["a", "c", "d"], ["b"], ["e"]]
 
 
 async def test_max_batch_caps_rows_per_forward() -> None:
@@ -117,9 +117,9 @@ async def test_full_queue_is_429_with_retry_after() -> None:
         assert r.json()["error"]["code"] == "queue_full" and "queue is full" in r.json()["error"]["message"]
         gated.gate.set()
         assert all(x.status_code == 200 for x in await asyncio.gather(first, *queued))
-        metrics = (await c.get("/metrics")).text
-    assert "pixlm_queue_rejections_total 1" in metrics
-    assert 'pixlm_requests_total{endpoint="/v1/images/generations",status="429"} 1' in metrics
+        metrics = app.state.metrics
+    assert metrics.value("pixlm_queue_rejections_total") == 1
+    assert metrics.value("pixlm_requests_total", endpoint="/v1/images/generations", status="429") == 1
 
 
 async def test_timeout_is_504_and_drops_queued_work() -> None:
@@ -138,7 +138,7 @@ async def test_timeout_is_504_and_drops_queued_work() -> None:
         ok = await c.post("/v1/images/generations", json={"prompt": "after"})
         assert ok.status_code == 200
     assert [c[0] for c in gated.calls] == ["stuck", "after"]  # "waits" never ran
-    assert app.state.batcher.cancelled["timeout"] == 2
+    assert app.state.metrics.value("pixlm_jobs_cancelled_total", reason="timeout") == 2
 
 
 async def test_cancelled_handler_drops_its_queued_job() -> None:
@@ -154,7 +154,7 @@ async def test_cancelled_handler_drops_its_queued_job() -> None:
         gated.gate.set()
         assert (await first).status_code == 200
     assert gated.calls == [["first"]]
-    assert app.state.batcher.cancelled["disconnect"] == 1
+    assert app.state.metrics.value("pixlm_jobs_cancelled_total", reason="disconnect") == 1
 
 
 async def test_batcher_window_collects_companions() -> None:
@@ -184,3 +184,25 @@ async def test_runner_errors_reach_every_request_in_the_batch() -> None:
         with pytest.raises(FloatingPointError):
             await j.future
     await b.stop()
+
+
+async def test_a_seeded_request_gives_the_same_pictures_alone_or_batched() -> None:
+    gated = GatedPipeline()
+    gated.gate.set()
+    app = build_app(gated, batch_window_ms=1)
+    seeded = {"prompt": "two blue squares", "n": 2, "seed": 11, "steps": 3}
+    async with client_for(app) as c:
+        alone = await c.post("/v1/images/generations", json=seeded)
+        assert alone.status_code == 200, alone.text
+        gated.gate.clear()
+        first = asyncio.ensure_future(c.post("/v1/images/generations", json={"prompt": "first"}))
+        await until(lambda: len(gated.calls) == 2)
+        bodies = [{"prompt": "a red circle", "steps": 3}, seeded, {"prompt": "a green circle", "steps": 3, "seed": 4}]
+        rest = [asyncio.ensure_future(c.post("/v1/images/generations", json=b)) for b in bodies]
+        await until(lambda: app.state.batcher.depth == 3)
+        gated.gate.set()
+        responses = await asyncio.gather(first, *rest)
+    assert all(r.status_code == 200 for r in responses)
+    # The seeded request rode in one forward with an unseeded and another seeded one, and drew the same pictures.
+    assert gated.calls[2] == ["a red circle", "two blue squares", "two blue squares", "a green circle"]
+    assert [d["b64_json"] for d in responses[2].json()["data"]] == [d["b64_json"] for d in alone.json()["data"]]

@@ -130,12 +130,13 @@ def test_client_disconnect_cancels_queued_work() -> None:
         sock.close()  # the client goes away while its request waits
         while batcher.depth != 0 and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert batcher.depth == 0 and batcher.cancelled["disconnect"] == 1
+        metrics = app.state.metrics
+        assert batcher.depth == 0 and metrics.value("pixlm_jobs_cancelled_total", reason="disconnect") == 1
         gated.gate.set()
         first.join(20)
-        metrics = httpx.get(base + "/metrics").text
     assert gated.calls == [["first"]]  # the abandoned request never reached the model
-    assert 'pixlm_jobs_cancelled_total{reason="disconnect"} 1' in metrics
+    assert metrics.value("pixlm_requests_total", endpoint="/v1/images/generations", status="499") == 1
+    assert metrics.value("pixlm_requests_total", endpoint="/v1/images/generations", status="500") == 0
 
 
 def test_cli_serve_loads_a_model_folder(tmp_path: Path) -> None:

@@ -25,22 +25,25 @@ def build_app(pipeline, **kwargs: Any) -> "FastAPI":
 def run_server(model: str | os.PathLike | None = None, host: str = "127.0.0.1", port: int = 8000,
                log_level: str = "info", fast: bool = False, **kwargs: Any) -> None:
     """Load a model folder (None: the bundled model) and serve it until interrupted; ``fast`` applies
-    ``pixlm.fast.optimize_recommended`` first."""
+    ``pixlm.fast.optimize_recommended`` first. ``kwargs`` go to :func:`build_app`."""
     try:
         import uvicorn
     except ImportError as e:  # pragma: no cover - depends on the install
         raise ValueError("serving needs the serve extra: pip install 'pixlm[serve]'") from e
     from pathlib import Path
 
-    from pixlm.pipelines.common import BUNDLED
-    from pixlm.pipelines.text_to_image import load_pipeline
-
     from PIL import Image
 
-    from pixlm.serve.schemas import Limits
+    from pixlm.pipelines.common import BUNDLED
+    from pixlm.pipelines.text_to_image import load_pipeline
+    from pixlm.serve.http import server_config
+    from pixlm.serve.schemas import Limits, check_public_url
 
+    limits = kwargs.get("limits") or Limits()
+    if kwargs.get("public_url"):
+        check_public_url(kwargs["public_url"])  # before the model loads
     # A second line of defence behind the header check in decode_upload: PIL itself refuses anything over 2× this.
-    Image.MAX_IMAGE_PIXELS = (kwargs.get("limits") or Limits()).max_image_pixels
+    Image.MAX_IMAGE_PIXELS = limits.max_image_pixels
     pipeline = load_pipeline(model)
     if fast:
         from pixlm.fast import optimize_recommended
@@ -48,14 +51,13 @@ def run_server(model: str | os.PathLike | None = None, host: str = "127.0.0.1", 
         optimize_recommended(pipeline)
     name = Path(model).resolve().name if model is not None else BUNDLED
     app = build_app(pipeline, model_name=kwargs.pop("model_name", None) or name, **kwargs)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    uvicorn.Server(server_config(app, host, port, log_level)).run()
 
 
 @contextlib.contextmanager
 def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0, timeout_s: float = 20.0) -> Iterator[str]:
-    """Run ``app`` with uvicorn in a background thread (tests, benchmarks); yields its base URL.
-
-    ``port=0`` picks a free port. The server is stopped when the block exits.
+    """Run ``app`` as ``pixlm serve`` does (:func:`pixlm.serve.http.server_config`) in a background thread
+    (tests, benchmarks); yields its base URL. ``port=0`` picks a free port. The server stops when the block exits.
     """
     import socket
     import threading
@@ -63,10 +65,12 @@ def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0, timeout_s:
 
     import uvicorn
 
+    from pixlm.serve.http import server_config
+
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(server_config(app, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="pixlm-uvicorn")
     thread.start()
     deadline = time.monotonic() + timeout_s

@@ -49,7 +49,8 @@ class Batcher:
 
     def __init__(self, runner: Runner, max_batch: int = 16, window_s: float = 0.005, max_queue: int = 64,
                  on_batch: Callable[[list[Job], float], None] | None = None,
-                 arriving: Callable[[], int] | None = None) -> None:
+                 arriving: Callable[[], int] | None = None,
+                 on_cancel: Callable[[str], None] | None = None) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch={max_batch} must be >= 1")
         if max_queue < 1:
@@ -61,6 +62,7 @@ class Batcher:
         self.window_s = window_s
         self.max_queue = max_queue
         self.on_batch = on_batch  # called in the event loop after each batch with (jobs, seconds)
+        self.on_cancel = on_cancel  # called with the reason when a queued or running job is cancelled
         self.arriving = arriving or (lambda: 1)  # requests being read that may join; None: always wait
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pixlm-worker")
         self._pending: deque[Job] = deque()
@@ -69,7 +71,6 @@ class Batcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.running: list[Job] = []
         self.batch_seconds = 0.05  # moving average of a batch's duration, for Retry-After
-        self.cancelled = {"disconnect": 0, "timeout": 0}
 
     # ----------------------------------------------------------------- state
     @property
@@ -121,7 +122,7 @@ class Batcher:
         return job
 
     def cancel(self, job: Job, reason: str | None) -> None:
-        """Drop a queued job, or mark a running one so its result is thrown away; counts ``reason``."""
+        """Drop a queued job, or mark a running one so its result is thrown away; reports ``reason``."""
         if job.state == "queued":
             try:
                 self._pending.remove(job)
@@ -129,8 +130,8 @@ class Batcher:
                 pass
         if job.state in ("queued", "running"):
             job.state = "cancelled"
-            if reason is not None:
-                self.cancelled[reason] = self.cancelled.get(reason, 0) + 1
+            if reason is not None and self.on_cancel is not None:
+                self.on_cancel(reason)
         if job.future is not None and not job.future.done():
             job.future.cancel()
 

@@ -1,113 +1,59 @@
-"""Prometheus text exposition, hand-written: counters, gauges and histograms with labels."""
+"""What ``/metrics`` reports, through ``prometheus_client`` on a registry owned by one app (so several apps in one
+process, as in the tests, keep separate counts)."""
 
 from __future__ import annotations
 
-import threading
-from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import choose_encoder
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 
 
-def _labels(names: Sequence[str], values: Sequence[str], extra: str = "") -> str:
-    parts = [f'{n}="{_escape(v)}"' for n, v in zip(names, values)]
-    if extra:
-        parts.append(extra)
-    return "{" + ",".join(parts) + "}" if parts else ""
+class ServerMetrics:
+    """The app's metrics. ``depth``, ``queued_rows`` and ``running`` are read at scrape time."""
 
+    def __init__(self, depth: Callable[[], float], queued_rows: Callable[[], float],
+                 running: Callable[[], float]) -> None:
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter("pixlm_requests_total", "HTTP requests by endpoint and status (499: the client went "
+                                "away first).", ("endpoint", "status"), registry=r)
+        self.latency = Histogram("pixlm_request_duration_seconds", "HTTP request latency by endpoint.", ("endpoint",),
+                                 buckets=LATENCY_BUCKETS, registry=r)
+        for name, doc, read in (("pixlm_queue_depth", "Requests waiting for the model.", depth),
+                                ("pixlm_queue_images", "Images waiting to be made.", queued_rows),
+                                ("pixlm_running_requests", "Requests in the forward now running.", running)):
+            Gauge(name, doc, registry=r).set_function(read)
+        self.batch_size = Histogram("pixlm_batch_size_images", "Images per model forward (dynamic batching).",
+                                    buckets=BATCH_BUCKETS, registry=r)
+        self.batch_requests = Histogram("pixlm_batch_size_requests", "Requests merged into one forward.",
+                                        buckets=BATCH_BUCKETS, registry=r)
+        self.batch_seconds = Histogram("pixlm_batch_duration_seconds", "Time of one model forward.",
+                                       buckets=LATENCY_BUCKETS, registry=r)
+        self.images = Counter("pixlm_images_total", "Images returned, by endpoint.", ("endpoint",), registry=r)
+        self.cancelled = Counter("pixlm_jobs_cancelled_total", "Queued or running jobs dropped before finishing, by "
+                                 "reason (disconnect, timeout).", ("reason",), registry=r)
+        self.rejected = Counter("pixlm_queue_rejections_total", "Requests refused with 429 (queue full).", registry=r)
 
-def _escape(value: str) -> str:
-    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    def on_batch(self, jobs: list, seconds: float) -> None:
+        """Record one finished forward (``jobs``: the batcher's jobs in it)."""
+        self.batch_size.observe(sum(j.rows for j in jobs))
+        self.batch_requests.observe(len(jobs))
+        self.batch_seconds.observe(seconds)
 
+    def on_request(self, endpoint: str, status: int, seconds: float) -> None:
+        """Record one finished HTTP request."""
+        self.requests.labels(endpoint, str(status)).inc()
+        self.latency.labels(endpoint).observe(seconds)
 
-def _num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else repr(float(x))
+    def value(self, name: str, **labels: str) -> float:
+        """One sample's value (0 when absent), e.g. ``value("pixlm_jobs_cancelled_total", reason="timeout")``."""
+        return self.registry.get_sample_value(name, labels) or 0.0
 
-
-class Counter:
-    """A monotonically increasing count per label set."""
-
-    def __init__(self, name: str, help: str, labels: Sequence[str] = ()) -> None:
-        self.name, self.help, self.labels = name, help, tuple(labels)
-        self.values: dict[tuple[str, ...], float] = defaultdict(float)
-        self._lock = threading.Lock()
-
-    def inc(self, *labels: str, by: float = 1.0) -> None:
-        """Add ``by`` to the series with these label values."""
-        with self._lock:
-            self.values[tuple(str(v) for v in labels)] += by
-
-    def render(self) -> list[str]:
-        out = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} counter"]
-        with self._lock:
-            for key, v in sorted(self.values.items()):
-                out.append(f"{self.name}{_labels(self.labels, key)} {_num(v)}")
-        return out
-
-
-class Gauge:
-    """A value read at scrape time from a function."""
-
-    def __init__(self, name: str, help: str, read: Callable[[], float]) -> None:
-        self.name, self.help, self.read = name, help, read
-
-    def render(self) -> list[str]:
-        return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} gauge", f"{self.name} {_num(self.read())}"]
-
-
-class Histogram:
-    """Cumulative bucket counts, sum and count per label set."""
-
-    def __init__(self, name: str, help: str, buckets: Sequence[float], labels: Sequence[str] = ()) -> None:
-        self.name, self.help, self.buckets, self.labels = name, help, tuple(buckets), tuple(labels)
-        self.series: dict[tuple[str, ...], list[float]] = {}  # per key: bucket counts..., +Inf, sum
-        self._lock = threading.Lock()
-
-    def observe(self, value: float, *labels: str) -> None:
-        """Record one observation."""
-        key = tuple(str(v) for v in labels)
-        with self._lock:
-            s = self.series.setdefault(key, [0.0] * (len(self.buckets) + 2))
-            for i, b in enumerate(self.buckets):
-                if value <= b:
-                    s[i] += 1
-            s[-2] += 1  # +Inf bucket == count
-            s[-1] += value
-
-    def count_and_sum(self, *labels: str) -> tuple[float, float]:
-        """(count, sum) of one series."""
-        s = self.series.get(tuple(labels))
-        return (s[-2], s[-1]) if s else (0.0, 0.0)
-
-    def render(self) -> list[str]:
-        out = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
-        with self._lock:
-            for key, s in sorted(self.series.items()):
-                for b, c in zip(self.buckets, s):
-                    le = _labels(self.labels, key, 'le="' + _num(b) + '"')
-                    out.append(f"{self.name}_bucket{le} {_num(c)}")
-                le = _labels(self.labels, key, 'le="+Inf"')
-                out.append(f"{self.name}_bucket{le} {_num(s[-2])}")
-                out.append(f"{self.name}_sum{_labels(self.labels, key)} {s[-1]:.6f}")
-                out.append(f"{self.name}_count{_labels(self.labels, key)} {_num(s[-2])}")
-        return out
-
-
-class Registry:
-    """The metrics one app exposes at ``/metrics``."""
-
-    def __init__(self) -> None:
-        self.items: list[Counter | Gauge | Histogram] = []
-
-    def add(self, metric):
-        """Register and return ``metric``."""
-        self.items.append(metric)
-        return metric
-
-    def render(self) -> str:
-        """Prometheus text format 0.0.4."""
-        lines: list[str] = []
-        for m in self.items:
-            lines += m.render()
-        return "\n".join(lines) + "\n"
+    def exposition(self, accept: str | None) -> tuple[bytes, str]:
+        """(body, content type) in the format the scraper's ``Accept`` header asks for (Prometheus text by
+        default, OpenMetrics on request)."""
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(self.registry), content_type
