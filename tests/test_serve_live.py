@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import socket
 import subprocess
 import sys
@@ -144,8 +145,10 @@ def test_cli_serve_loads_a_model_folder(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    env = {**os.environ, "PIXLM_PUBLIC_URL": "https://img.example.org/pixlm/"}
     proc = subprocess.Popen([sys.executable, "-m", "pixlm.cli", "serve", "--model", str(model), "--port", str(port),
-                             "--max-batch", "4"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             "--max-batch", "4", "--header-timeout", "1"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
@@ -161,6 +164,16 @@ def test_cli_serve_loads_a_model_folder(tmp_path: Path) -> None:
         assert httpx.get(base + "/ready").json() == {"status": "ready", "model": "tiny-model"}
         r = httpx.post(base + "/v1/images/generations", json={"prompt": "a red circle", "n": 2}, timeout=20)
         assert r.status_code == 200 and len(r.json()["data"]) == 2
+        r = httpx.post(base + "/v1/images/generations", json={"prompt": "a red circle", "response_format": "url"},
+                       headers={"host": "evil.example"}, timeout=20)
+        url = r.json()["data"][0]["url"]
+        assert url.startswith("https://img.example.org/pixlm/v1/images/files/")  # PIXLM_PUBLIC_URL, not Host
+        assert httpx.get(base + url.removeprefix("https://img.example.org/pixlm")).status_code == 200
+        with socket.create_connection(("127.0.0.1", port)) as sock:  # --header-timeout 1: a silent client is cut
+            sock.settimeout(10)
+            t0 = time.monotonic()
+            sock.sendall(b"GET /health HTTP/1.1\r\n")
+            assert sock.recv(4096).startswith(b"HTTP/1.1 408 ") and time.monotonic() - t0 < 5
     finally:
         proc.terminate()
         proc.wait(10)
@@ -171,3 +184,5 @@ def test_cli_serve_reports_a_missing_model(tmp_path: Path, runner) -> None:
 
     result = runner.invoke(app, ["serve", "--model", str(tmp_path / "nope")])
     assert result.exit_code == 1 and "does not exist" in result.output
+    result = runner.invoke(app, ["serve", "--model", str(tmp_path / "nope"), "--public-url", "ftp://x"])
+    assert result.exit_code == 1 and "public_url='ftp://x'" in result.output  # checked before the model loads

@@ -336,14 +336,25 @@ def serve(
     url_ttl: Annotated[float, typer.Option(min=1, help="Seconds a url image stays available.")] = 3600.0,
     fast: Annotated[bool, typer.Option(help="Serve with the fastest measured inference settings (see "
                                        "`pixlm generate --fast`).")] = False,
+    public_url: Annotated[Optional[str], typer.Option(envvar="PIXLM_PUBLIC_URL", help="Base of the URLs in "
+                                                      "response_format=url answers, e.g. https://img.example.org "
+                                                      "behind a proxy; default: the bound address (never the "
+                                                      "request's Host header).")] = None,
+    header_timeout: Annotated[Optional[float], typer.Option(min=0.1, help="Seconds a client has to send a request's "
+                                                            "headers (408 and close after; README: limits).")] = None,
+    body_timeout: Annotated[Optional[float], typer.Option(min=0.1, help="Seconds a client has to send a request's "
+                                                          "body after its headers (408 and close after).")] = None,
+    keep_alive: Annotated[Optional[float], typer.Option(min=0.1, help="Seconds an idle keep-alive connection stays "
+                                                        "open.")] = None,
 ) -> None:
     """Serve the OpenAI-compatible Images API (/v1) and the web UI (/) with dynamic batching."""
     from pixlm.serve import run_server
 
     with user_errors():
+        caps = {"header_timeout_s": header_timeout, "body_timeout_s": body_timeout, "keep_alive_s": keep_alive}
         run_server(model, host=host, port=port, max_batch=max_batch, batch_window_ms=batch_window_ms,
                    max_queue=max_queue, request_timeout_s=timeout, output_dir=output_dir, url_ttl_s=url_ttl,
-                   fast=fast)
+                   fast=fast, public_url=public_url, limits={k: v for k, v in caps.items() if v is not None})
 
 
 # ---------------------------------------------------------------------------------------------- train

@@ -25,7 +25,8 @@ def build_app(pipeline, **kwargs: Any) -> "FastAPI":
 def run_server(model: str | os.PathLike | None = None, host: str = "127.0.0.1", port: int = 8000,
                log_level: str = "info", fast: bool = False, **kwargs: Any) -> None:
     """Load a model folder (None: the bundled model) and serve it until interrupted; ``fast`` applies
-    ``pixlm.fast.optimize_recommended`` first. ``kwargs`` go to :func:`build_app`."""
+    ``pixlm.fast.optimize_recommended`` first. ``kwargs`` go to :func:`build_app` (``limits`` may be a dict of
+    :class:`~pixlm.serve.schemas.Limits` fields to change)."""
     try:
         import uvicorn
     except ImportError as e:  # pragma: no cover - depends on the install
@@ -39,7 +40,8 @@ def run_server(model: str | os.PathLike | None = None, host: str = "127.0.0.1", 
     from pixlm.serve.http import server_config
     from pixlm.serve.schemas import Limits, check_public_url
 
-    limits = kwargs.get("limits") or Limits()
+    limits = kwargs.get("limits")
+    limits = kwargs["limits"] = Limits(**limits) if isinstance(limits, dict) else limits or Limits()
     if kwargs.get("public_url"):
         check_public_url(kwargs["public_url"])  # before the model loads
     # A second line of defence behind the header check in decode_upload: PIL itself refuses anything over 2× this.
