@@ -22,6 +22,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from pixlm.serve import build_app  # noqa: E402
 from pixlm.serve.schemas import Limits  # noqa: E402
 from pixlm.testing import tiny_pipeline  # noqa: E402
+from serve_helpers import assert_error, png  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -37,23 +38,8 @@ def client(pipe, tmp_path_factory):
         yield c
 
 
-def png(image: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def decode(item: dict) -> Image.Image:
     return Image.open(io.BytesIO(base64.b64decode(item["b64_json"])))
-
-
-def assert_error(r, status: int, param: str | None = None, words: str = "") -> dict:
-    assert r.status_code == status, r.text
-    err = r.json()["error"]
-    assert set(err) == {"message", "type", "param", "code"}
-    assert param is None or err["param"] == param, err
-    assert words.lower() in err["message"].lower(), err
-    return err
 
 
 # ------------------------------------------------------------------------------------------ generations

@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from pixlm.serve import build_app, serve_in_thread  # noqa: E402
 from pixlm.serve.schemas import Limits  # noqa: E402
 from pixlm.testing import tiny_pipeline  # noqa: E402
+from serve_helpers import assert_error, png  # noqa: E402
 
 GEN = "/v1/images/generations"
 JSON = {"content-type": "application/json"}
@@ -34,15 +35,6 @@ def pipe():
 def client(pipe):
     with TestClient(build_app(pipe)) as c:
         yield c
-
-
-def assert_error(r, status: int, param: str | None = None, words: str = "") -> dict:
-    assert r.status_code == status, r.text
-    err = r.json()["error"]
-    assert set(err) == {"message", "type", "param", "code"}
-    assert param is None or err["param"] == param, err
-    assert words.lower() in err["message"].lower(), err
-    return err
 
 
 def post_raw(client, body: bytes | str, path: str = GEN, headers=JSON):
@@ -143,13 +135,9 @@ def test_random_field_values_never_give_a_5xx(client) -> None:
 
 # ------------------------------------------------------------------------------------------ forms
 def upload() -> dict:
-    import io
-
     from PIL import Image
 
-    buf = io.BytesIO()
-    Image.new("RGB", (64, 64), (200, 30, 30)).save(buf, format="PNG")
-    return {"image": ("i.png", buf.getvalue(), "image/png")}
+    return {"image": ("i.png", png(Image.new("RGB", (64, 64), (200, 30, 30))), "image/png")}
 
 
 @pytest.mark.parametrize("data, param, words", [

@@ -23,12 +23,7 @@ import httpx  # noqa: E402
 
 from pixlm.serve import build_app, serve_in_thread  # noqa: E402
 from pixlm.testing import tiny_pipeline  # noqa: E402
-
-
-def png(image: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
+from serve_helpers import png  # noqa: E402
 
 
 def scene() -> tuple[bytes, bytes]:

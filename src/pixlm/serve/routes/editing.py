@@ -17,44 +17,46 @@ from pixlm.serve.schemas import EditRequest, VariationRequest, edit_params, vari
 router = APIRouter()
 
 
+async def _checked_upload(request: Request, file_fields: tuple[str, ...], schema, to_params):
+    """(engine, checked parameters, file bytes) of an edit or variation request."""
+    state = request.app.state
+    state.engine.check_editable()
+    fields, files = await read_form(request, file_fields, state.limits)
+    return state.engine, to_params(form_model(schema, fields, state.limits), state.limits), files
+
+
+async def _images(request: Request, engine, params, fn, endpoint: str) -> dict:
+    """Run ``fn`` (an editing call) as a job of its own and answer with its pictures."""
+    out = await engine.run(request, Job(CallPayload(fn), rows=params.n))
+    return await images_response(request, out.images, out.prompts, params, endpoint)
+
+
 @router.post("/v1/images/edits")
 async def edits(request: Request) -> dict:
     """Inpainting: transparent pixels of ``mask`` (or of ``image``) are redrawn."""
-    state = request.app.state
-    engine, limits = state.engine, state.limits
-    engine.check_editable()
-    fields, files = await read_form(request, ("image", "mask"), limits)
-    params = edit_params(form_model(EditRequest, fields, limits), limits)
+    engine, params, files = await _checked_upload(request, ("image", "mask"), EditRequest, edit_params)
+    limits, pipe = request.app.state.limits, engine.pipeline
     image = await read_image(files, "image", limits)
     mask = await read_image(files, "mask", limits, required=False)
-    pipe = engine.pipeline
     try:  # check the mask now, so a bad one is a 400 before queueing
         await asyncio.to_thread(repaint_grid, image, mask, pipe.generator.config.grid, True)
     except ValueError as e:
         raise bad_request(str(e), "mask" if mask is not None else "image", "invalid_mask") from None
-    job = Job(CallPayload(lambda: edit_image(
+    return await _images(request, engine, params, lambda: edit_image(
         pipe, image, params.prompt, mask, num_images=params.n, num_inference_steps=params.steps,
-        guidance_scale=params.guidance_scale, negative_prompt=params.negative_prompt, seed=params.seed)),
-        rows=params.n)
-    out = await engine.run(request, job)
-    return await images_response(request, out.images, out.prompts, params, "/v1/images/edits")
+        guidance_scale=params.guidance_scale, negative_prompt=params.negative_prompt, seed=params.seed),
+        "/v1/images/edits")
 
 
 @router.post("/v1/images/variations")
 async def variations(request: Request) -> dict:
     """Variations of an uploaded picture; extras: strength, prompt, seed, steps, guidance_scale."""
-    state = request.app.state
-    engine, limits = state.engine, state.limits
-    engine.check_editable()
-    fields, files = await read_form(request, ("image",), limits)
-    params = variation_params(form_model(VariationRequest, fields, limits), limits)
-    image = await read_image(files, "image", limits)
+    engine, params, files = await _checked_upload(request, ("image",), VariationRequest, variation_params)
+    image = await read_image(files, "image", request.app.state.limits)
     strength = {} if params.strength is None else {"strength": params.strength}
-    job = Job(CallPayload(lambda: vary_image(
+    return await _images(request, engine, params, lambda: vary_image(
         engine.pipeline, image, num_images=params.n, prompt=params.prompt, num_inference_steps=params.steps,
-        guidance_scale=params.guidance_scale, seed=params.seed, **strength)), rows=params.n)
-    out = await engine.run(request, job)
-    return await images_response(request, out.images, out.prompts, params, "/v1/images/variations")
+        guidance_scale=params.guidance_scale, seed=params.seed, **strength), "/v1/images/variations")
 
 
 @router.post("/v1/captions")
