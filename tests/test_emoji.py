@@ -303,10 +303,10 @@ def test_tokenizer_stage_helpers(emoji_data: Path, vq_dir: Path) -> None:
 
     pictures = load_pictures(emoji_data / "train")
     assert pictures.dtype == torch.uint8 and pictures.shape[1:] == (3, 64, 64)
-    with tokenizer_on_pictures(pictures):
+    with tokenizer_on_pictures(pictures) as drawn:
         a, _, _ = tokenizer.shapes_batch(0, 5, 6)
         b, _, _ = tokenizer.shapes_batch(0, 5, 6)
-    assert torch.equal(a, b) and a.shape == (6, 3, 64, 64) and -1 <= float(a.min()) < float(a.max()) <= 1
+    assert drawn == [(0, 5), (0, 5)] and torch.equal(a, b) and a.shape == (6, 3, 64, 64) and -1 <= float(a.min()) < float(a.max()) <= 1
     assert tokenizer.shapes_batch(0, 5, 6)[1]  # the original (captioned shapes scenes) is back
     report = tokenizer_report(vq_dir, emoji_data, splits=("test_emoji",))
     assert set(report["test_emoji"]) <= set(STYLES) and 0 < report["codebook_usage"] <= 1
@@ -316,3 +316,20 @@ def test_tokenizer_stage_helpers(emoji_data: Path, vq_dir: Path) -> None:
     vq = VQModel.from_pretrained(vq_dir)
     assert report["test_emoji"]["noto"]["pictures"] == len(noto)
     assert report["test_emoji"]["noto"]["psnr"] == round(psnr(vq.decode(vq.encode(noto)), noto), 2)
+
+
+def test_recipe_runs_to_the_tokenizer_and_checks_its_arguments(tmp_path: Path, fake_npm: Path) -> None:
+    from pixlm.models.vq import VQModel
+    from pixlm.train.emoji import EmojiRecipeConfig, run_recipe
+
+    cfg = EmojiRecipeConfig(work=str(tmp_path / "w"), node_modules=str(fake_npm), stop_after="tokenizer",
+                            tokenizer_steps=2, tokenizer_batch=2, tokenizer_levels="4,4,4",
+                            tokenizer_channels="8,8,16,16", threads=1)
+    model = run_recipe(cfg)
+    assert json.loads((tmp_path / "w" / "data" / "splits.json").read_text())["styles"] == list(STYLES)
+    assert VQModel.from_pretrained(model).config.levels == (4, 4, 4)
+    with pytest.raises(ValueError, match="stop_after='tokeniser' must be one of"):
+        run_recipe(EmojiRecipeConfig(work=str(tmp_path / "w"), stop_after="tokeniser"))
+    with pytest.raises(ValueError, match="'4;4' must be comma-separated integers"):
+        run_recipe(EmojiRecipeConfig(work=str(tmp_path / "v"), node_modules=str(fake_npm), stop_after="tokenizer",
+                                     tokenizer_levels="4;4"))
