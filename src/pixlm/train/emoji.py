@@ -71,7 +71,7 @@ class EmojiRecipeConfig:
     tokenizer_lr: float = 1e-3
     tokenizer_levels: str = "7,5,5,5,5"  # FSQ levels: 4375 codes
     tokenizer_channels: str = "32,64,128,256"  # encoder/decoder channels at 64, 32, 16 and 8 px
-    tokenizer_ckpt_every: int = 200  # ~10 minutes on one shared, nice'd thread
+    tokenizer_ckpt_every: int = 100  # 5-15 minutes on one nice'd thread of a shared 2-core CPU
     generator_phases: str = "500:400,2000:1600"  # STEPS[:STOP],...: cosine schedules, each resuming the last
     generator_batch: int = 64
     generator_dim: int = 192
