@@ -180,6 +180,30 @@ def test_bad_public_urls_are_refused(pipe, url) -> None:
         build_app(pipe, public_url=url)
 
 
+def test_a_client_that_never_reads_is_dropped(pipe) -> None:
+    """The answer's send is never taken up (the client reads nothing): the app gives up after send_timeout_s."""
+    import asyncio
+
+    app = build_app(pipe, limits=Limits(send_timeout_s=0.2))
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+             "path": "/health", "raw_path": b"/health", "query_string": b"", "headers": [(b"host", b"x")],
+             "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 5000), "root_path": ""}
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+        if message["type"] == "http.response.body":
+            await asyncio.Event().wait()  # the socket never drains
+
+    t0 = time.monotonic()
+    asyncio.run(asyncio.wait_for(app(scope, receive, send), 10))
+    assert time.monotonic() - t0 < 5 and [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+    assert app.state.metrics.value("pixlm_requests_total", endpoint="/health", status="499") == 1
+
+
 # ------------------------------------------------------------------------------------------ live HTTP layer
 @pytest.fixture(scope="module")
 def live(pipe):
@@ -239,9 +263,27 @@ def test_stalled_body_is_answered_408_and_closed(live) -> None:
 
 
 def test_a_body_nobody_reads_is_cut_off_too(live) -> None:
+    """The app answers without reading the body; a client still dripping it (which keeps the keep-alive timer
+    off) is cut off by the protocol's body timeout."""
     _, addr, _ = live
-    reply, seconds = talk(addr, b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nabc")
-    assert reply.startswith(b"HTTP/1.1 200 ") and seconds < TIMEOUT_S + 3
+    with socket.create_connection(addr) as sock:
+        sock.settimeout(0.2)
+        t0 = time.monotonic()
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nabc")
+        reply = b""
+        while time.monotonic() - t0 < TIMEOUT_S + 5:
+            try:
+                chunk = sock.recv(65536)
+            except socket.timeout:
+                sock.sendall(b"x")
+                continue
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            reply += chunk
+        seconds = time.monotonic() - t0
+    assert reply.startswith(b"HTTP/1.1 200 ") and TIMEOUT_S < seconds < TIMEOUT_S + 3
 
 
 def test_unfinished_headers_are_answered_408_and_closed(live) -> None:

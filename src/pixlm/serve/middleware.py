@@ -4,6 +4,8 @@ last-resort error answer so that nothing reaches the server as an unhandled exce
 - at most ``max_headers`` header fields and ``max_header_bytes`` of request line and headers (431);
 - a body of at most ``max_body_bytes``, declared or streamed (413), read within ``body_timeout_s`` of the
   request's start (408); both close the connection, whose unread rest would otherwise be waited for;
+- an answer the client does not take within ``send_timeout_s`` (a client that never reads) drops the
+  connection;
 - every request counted by endpoint and status (``499``: the client went away), with its latency;
 - an exception no handler took becomes a JSON 500 (or, after the response started, a log line), and the
   connection stays usable.
@@ -36,6 +38,10 @@ def endpoint_label(path: str) -> str:
     return path if path in ENDPOINTS else "other"
 
 
+class SlowReader(Exception):
+    """The client took no part of the answer within ``send_timeout_s``."""
+
+
 class Guard:
     """See the module docstring."""
 
@@ -54,7 +60,11 @@ class Guard:
         async def send_wrapper(message) -> None:
             if message["type"] == "http.response.start":
                 state["status"] = message["status"]
-            await send(message)
+            try:  # the server waits while the client does not read: a client that never reads is dropped
+                await asyncio.wait_for(send(message), limits.send_timeout_s)
+            except asyncio.TimeoutError:
+                state["gone"] = True
+                raise SlowReader() from None
 
         async def guarded_receive():
             if state["body_done"]:  # the body is in: later reads only wait for a disconnect
@@ -83,6 +93,10 @@ class Guard:
                                                                                             send_wrapper)
             else:
                 await self.app(scope, guarded_receive, send_wrapper)
+        except SlowReader:  # returning without finishing the answer makes the server close the connection
+            state["status"] = 499
+            log.warning("dropped a client that read nothing for send_timeout_s=%g s (%s %s)", limits.send_timeout_s,
+                        scope.get("method"), scope.get("path"))
         except Exception as e:  # noqa: BLE001 - the last line of defence: log it, answer in the API's shape
             log.error("unhandled error on %s %s", scope.get("method"), scope.get("path"), exc_info=e)
             if state["status"] is None and not state["gone"]:

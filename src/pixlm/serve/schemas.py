@@ -40,6 +40,7 @@ class Limits:
     header_timeout_s: float = 10.0  # from a connection's (or a request's) first byte to the end of its headers
     body_timeout_s: float = 30.0  # from the end of the headers to the end of the body
     keep_alive_s: float = 5.0  # an idle keep-alive connection is closed after this long
+    send_timeout_s: float = 30.0  # a client that takes no part of the answer for this long is dropped
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
