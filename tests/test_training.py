@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from pixlm.models.vq import VQModel
 from pixlm.pipelines.text_to_image import load_pipeline
 from pixlm.train.common import complete_checkpoints
 from pixlm.train.generator import GeneratorTrainConfig, train_generator
+from pixlm.train.loop import TrainLoop, lr_at
 from pixlm.train.tokenizer import TokenizerTrainConfig, train_tokenizer
 
 TINY_VQ = dict(channels=(8, 8, 16, 16), levels=(4, 4, 4), batch_size=4, log_every=1, ckpt_every=2)
@@ -90,7 +93,8 @@ def test_generator_phases_stop_and_warm_restart(tokenizer_run: Path, tmp_path: P
 
 def test_loose_pool_pairs_pool_scenes_with_informal_prompts(tokenizer_run: Path, tmp_path: Path) -> None:
     """A later phase can add informal prompts for the first N pool scenes: same tokens, new text, base cache kept."""
-    from pixlm.train.generator import build_pool, text_encoder_from_spec
+    from pixlm.train.common import load_text_encoder
+    from pixlm.train.generator import build_pool
 
     run = tmp_path / "gen"
     cfg = dict(out=str(run), tokenizer=str(tokenizer_run / "model"), text_encoder="tiny", pool=12, batch_size=4,
@@ -103,7 +107,7 @@ def test_loose_pool_pairs_pool_scenes_with_informal_prompts(tokenizer_run: Path,
     captions = (run / "pool_captions.txt").read_text().splitlines()
     assert len(prompts) == 5 and prompts != captions[:5]
     torch.manual_seed(0)  # the tiny encoder's random weights, as training made them (seed 0)
-    vq, text = VQModel.from_pretrained(tokenizer_run / "model"), text_encoder_from_spec("tiny")
+    vq, text = VQModel.from_pretrained(tokenizer_run / "model"), load_text_encoder("tiny")
     pool = build_pool(GeneratorTrainConfig(loose_pool=5, **cfg), vq, text, run)
     assert pool["tokens"].shape[0] == 17 and torch.equal(pool["tokens"][12:], pool["tokens"][:5])
     assert len(pool["offsets"]) == 18 and int(pool["offsets"][-1]) == pool["text"].shape[0]
@@ -129,3 +133,68 @@ def test_bundle_phases_add_extra_pairs_from_their_start_step(tmp_path: Path, mon
                       loose_from=7, relation_pool=5, relation_from=8)
     assert [(c.steps, c.stop_at, c.loose_pool, c.relation_pool) for c in seen] == [
         (5, 5, 0, 0), (10, 7, 0, 0), (10, 8, 20, 0), (10, 10, 20, 5)]
+
+
+def test_one_schedule_warms_up_then_decays_by_steps_or_by_progress() -> None:
+    assert [lr_at(s, 1.0, 4, 20) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert lr_at(4, 1.0, 4, 20) == 1.0 and lr_at(20, 1.0, 4, 20) == pytest.approx(0.05)
+    assert lr_at(12, 1.0, 4, 20) == pytest.approx(0.525)  # halfway through the decay: half-way to the 5% floor
+    assert lr_at(12, 1.0, 4, 20, progress=1.0) == pytest.approx(0.05)  # a spent time budget ends the decay early
+    assert lr_at(2, 1.0, 4, 20, progress=1.0) == 0.75  # the warmup is counted in steps either way
+
+
+@dataclass
+class ToyConfig:
+    out: str
+    steps: int = 6
+    warmup: int = 2
+    log_every: int = 2
+    ckpt_every: int = 10
+    seed: int = 0
+    resume: bool = False
+
+
+def _toy_run(cfg: ToyConfig, stop_after: int = 0) -> TrainLoop:
+    """A tiny masked generator fitted by the loop, its two optimizer groups at different rates."""
+    from pixlm.models.masked import MaskedConfig, MaskedTransformer
+    from pixlm.train.loop import param_groups
+
+    loop = TrainLoop(cfg)
+    model = MaskedTransformer(MaskedConfig(vocab_size=16, dim=8, layers=1, heads=2, text_dim=8))
+    groups = param_groups(model, 0.01)
+    groups[0]["lr"], groups[1]["lr"] = 0.1, 0.01
+    (model,) = loop.prepare({"raw": model}, torch.optim.AdamW(groups), ema=True)
+
+    def step_fn(step: int) -> dict:
+        gen = torch.Generator().manual_seed(step)
+        tokens = torch.randint(0, 16, (2, 64), generator=gen)
+        logits = model(tokens, torch.randn(2, 3, 8, generator=gen), torch.ones(2, 3, dtype=torch.bool))
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens.flatten())
+        loop.accelerator.backward(loss)
+        return {"loss": loss.detach(), "first_token": float(tokens[0, 0])}
+
+    loop.fit(step_fn, ema_decay=0.9, clip_norm=1.0, evaluate=lambda done: {"evaluated": done},
+             eval_every=4, stop=loop.stop_when(stop_after=stop_after))
+    return loop
+
+
+def test_loop_stops_checkpoints_and_resumes_to_the_straight_run(tmp_path: Path) -> None:
+    _toy_run(ToyConfig(out=str(tmp_path / "a")))
+    rows = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4, 6] and [r.get("evaluated") for r in rows] == [None, 4, 6]
+    assert rows[0]["lr"] == pytest.approx(lr_at(1, 0.1, 2, 6))  # the first group's rate is logged
+    assert [p.name for p in complete_checkpoints(tmp_path / "a")] == ["step-0000006"]
+
+    _toy_run(ToyConfig(out=str(tmp_path / "b")), stop_after=3)
+    rows = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert rows[-1]["stopped"] == "stop_after=3 reached" and rows[-1]["evaluated"] == 3
+    assert [p.name for p in complete_checkpoints(tmp_path / "b")] == ["step-0000003"]
+    resumed = _toy_run(ToyConfig(out=str(tmp_path / "b"), resume=True))
+    assert resumed.start == 3
+    for group, want in zip(resumed.optimizer.param_groups, (0.1, 0.01)):  # each group back on its own schedule
+        assert group["lr"] == pytest.approx(lr_at(5, want, 2, 6))
+    for name in ("model", "raw"):  # EMA and trained weights, after a stop and a resume, as if never interrupted
+        a = load_file(str(complete_checkpoints(tmp_path / "a")[-1] / name / "model.safetensors"))
+        b = load_file(str(complete_checkpoints(tmp_path / "b")[-1] / name / "model.safetensors"))
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=f"{name}.{k}")

@@ -1,4 +1,4 @@
-"""Train the image-token captioner on pictures encoded by the frozen tokenizer. One straight-line Accelerate loop.
+"""Train the image-token captioner on pictures encoded by the frozen tokenizer, in ``pixlm.train.loop``.
 
 Shapes scenes (the default): a pool of scenes is rendered and encoded once (cached in the run folder as
 ``pool.safetensors``); each step draws a batch from it and, per picture, a target: with probability
@@ -25,21 +25,17 @@ schedule, then was resumed on 3000-, 6000- and 9000-step ones (warm restarts); t
 
 from __future__ import annotations
 
-import argparse
-import copy
 import json
 import random
-import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
-from pixlm.checkpoint import CheckpointError, write_json
+from pixlm.checkpoint import CheckpointError
 from pixlm.data.detailed import detailed_caption, parse_detailed, same_scene
 from pixlm.data.shapes import (_PLURAL, _PREFIXES, _SYNONYMS, COLORS, NUMBER_WORDS, POSITIONS, RELATION_WORDS,
                                SHAPES, SIZES, Scene, caption, random_scene)
@@ -47,9 +43,8 @@ from pixlm.models.captioner import (PAD, Captioner, CaptionerConfig, build_vocab
                                     tokenizer_fingerprint)
 from pixlm.models.vq import VQModel
 from pixlm.sampling.captioning import caption_tokens
-from pixlm.train.common import (LossLog, encode_in_batches, encode_scenes, resume_from_latest, save_tensors_atomic,
-                                save_training_checkpoint, step_rng)
-from pixlm.train.tokenizer import lr_at
+from pixlm.train.common import config_parser, encode_in_batches, encode_scenes, save_tensors_atomic, step_rng
+from pixlm.train.loop import TrainLoop, param_groups
 
 MAX_OBJECTS = 4
 
@@ -209,17 +204,12 @@ def held_out(vq: VQModel, n: int, seed: int = 424242) -> tuple[torch.Tensor, lis
 
 # ---------------------------------------------------------------------------------------------- train
 def train_captioner(cfg: CaptionerTrainConfig) -> Path:
-    """Train (or resume) a captioner; returns the folder of the final (EMA) model, ``OUT/model``."""
-    from accelerate import Accelerator
-
+    """Train (or resume) a captioner in ``pixlm.train.loop.TrainLoop``; returns the folder of the final (EMA) model,
+    ``OUT/model``."""
     if not 0.0 <= cfg.detailed_fraction <= 1.0:
         raise ValueError(f"detailed_fraction={cfg.detailed_fraction} must be in [0, 1]")
-    accelerator = Accelerator()
-    started = time.time()  # max_minutes counts from here: pool building included
-    run = Path(cfg.out)
-    run.mkdir(parents=True, exist_ok=True)
-    write_json(run / "train_config.json", asdict(cfg))
-    torch.manual_seed(cfg.seed)
+    loop = TrainLoop(cfg)  # max_minutes counts from here: pool building included
+    run = loop.run
     vq = VQModel.from_pretrained(cfg.tokenizer)
     captions: list[list[str]] = []
     evals: dict[str, tuple[torch.Tensor, list[list[str]]]] = {}
@@ -241,80 +231,49 @@ def train_captioner(cfg: CaptionerTrainConfig) -> Path:
         pool = build_pool(cfg, vq, run)
         eval_tokens, eval_scenes = held_out(vq, cfg.eval_n)
 
-    def evaluate(m: Captioner) -> dict:
-        """What the log's eval rows carry: detailed accuracy (shapes) or per-folder loss/BLEU-4/CIDEr."""
-        if not cfg.data:
-            return {"detailed_acc": detailed_accuracy(m, eval_tokens, eval_scenes)}
-        row = {f"{name}_{k}": v for name, (t, c) in evals.items() for k, v in folder_metrics(m, t, c).items()}
-        return {**row, "example": caption_tokens(m, evals["train"][0][:1].long())[0]}
-
     model = Captioner(CaptionerConfig(vocab=vocab, image_vocab_size=vq.vocab_size, grid=vq.config.grid, dim=cfg.dim,
                                       encoder_layers=cfg.encoder_layers, decoder_layers=cfg.decoder_layers,
                                       heads=cfg.heads, max_length=cfg.max_length,
                                       tokenizer_id=tokenizer_fingerprint(vq)))
-    ema = copy.deepcopy(model).eval().requires_grad_(False)
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (no_decay if p.ndim < 2 or "emb" in name or "pos" in name else decay).append(p)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
-    state = resume_from_latest(run, {"model": ema, "raw": model}, opt) if cfg.resume else {}
-    start = state.get("step", 0)
-    model, opt = accelerator.prepare(model, opt)
-    raw = accelerator.unwrap_model(model)
-    log = LossLog(run, start)
+    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay, ("emb", "pos")), lr=cfg.lr, betas=(0.9, 0.98))
+    (model,) = loop.prepare({"raw": model}, opt, ema=True)
+    raw, ema = loop.unwrap("raw"), loop.ema
     n_pool = pool["tokens"].shape[0]
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not accelerator.is_main_process,
-               mininterval=30)
-    t0 = time.time()
-    for step in bar:
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg.lr, cfg.warmup, cfg.steps)
+    world, rank = loop.accelerator.num_processes, loop.accelerator.process_index
+
+    def step_fn(step: int) -> dict:
         rng = step_rng(cfg.seed, step)  # data order and caption wording = f(seed, step)
-        idx = [rng.randrange(n_pool) for _ in range(cfg.batch_size * accelerator.num_processes)]
-        idx = idx[accelerator.process_index::accelerator.num_processes]
+        idx = [rng.randrange(n_pool) for _ in range(cfg.batch_size * world)][rank::world]
         if cfg.data:  # one of the picture's captions, drawn at random
             rows = [raw.encode_text(rng.choice(captions[i])) for i in idx]
         else:
             rows = [training_ids(raw, array_to_scene(pool["objects"][i]), rng.random() < cfg.detailed_fraction, rng)
                     for i in idx]
-        words = pad_ids(rows).to(accelerator.device)
-        tokens = pool["tokens"][torch.tensor(idx)].long().to(accelerator.device)
+        words = pad_ids(rows).to(loop.accelerator.device)
+        tokens = pool["tokens"][torch.tensor(idx)].long().to(loop.accelerator.device)
         loss = caption_loss(model, tokens, words, cfg.label_smoothing)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"captioner loss became {loss.item()} at step {step}")
-        opt.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        with torch.no_grad():
-            d = min(cfg.ema, (1 + step) / (10 + step))
-            for pe, pm in zip(ema.parameters(), raw.parameters()):
-                pe.lerp_(pm, 1 - d)
-        done = step + 1
-        if done % cfg.log_every == 0 and accelerator.is_main_process:
-            row = {"step": done, "loss": loss.item(), "lr": opt.param_groups[0]["lr"], "elapsed_s": time.time() - t0}
-            if done % cfg.eval_every == 0 or done == cfg.steps:
-                row.update(evaluate(ema))
-                if not cfg.data:
-                    row["example"] = caption_tokens(ema, eval_tokens[:1].long())[0]
-            log.append(row)
-            bar.set_postfix(loss=f"{row['loss']:.3f}", acc=row.get("detailed_acc", row.get("train_bleu4", "")))
-        out_of_time = cfg.max_minutes > 0 and time.time() - started > 60 * cfg.max_minutes
-        stop = "max_minutes" if out_of_time else "stop_after" if done == cfg.stop_after else ""
-        if stop and accelerator.is_main_process:
-            log.append({"step": done, "loss": loss.item(), "stopped": f"{stop}={getattr(cfg, stop)} reached",
-                        **evaluate(ema)})
-        if (done % cfg.ckpt_every == 0 or done == cfg.steps or stop) and accelerator.is_main_process:
-            save_training_checkpoint(run, done, {"model": ema, "raw": raw}, opt, {"seed": cfg.seed})
-            log.plot(("loss", *(f"{name}_loss" for name in evals)) if cfg.data else ("loss", "detailed_acc"))
-        if stop:
-            break
+        loop.accelerator.backward(loss)
+        return {"loss": loss.detach()}
+
+    def evaluate(done: int) -> dict:
+        """Detailed accuracy and an example caption (shapes), or per-folder loss/BLEU-4/CIDEr (folder data)."""
+        if not cfg.data:
+            return {"detailed_acc": detailed_accuracy(ema, eval_tokens, eval_scenes),
+                    "example": caption_tokens(ema, eval_tokens[:1].long())[0]}
+        row = {f"{name}_{k}": v for name, (t, c) in evals.items() for k, v in folder_metrics(ema, t, c).items()}
+        return {**row, "example": caption_tokens(ema, evals["train"][0][:1].long())[0]}
+
+    loop.fit(step_fn, ema_decay=cfg.ema, clip_norm=1.0, evaluate=evaluate, eval_every=cfg.eval_every,
+             plot=("loss", *(f"{name}_loss" for name in evals)) if cfg.data else ("loss", "detailed_acc"),
+             stop=loop.stop_when(cfg.max_minutes, cfg.stop_after))
     final = run / "model"
-    if accelerator.is_main_process:
+
+    def write() -> None:
         ema.save_pretrained(final)
         if cfg.attach:
             attach_captioner(final, cfg.attach)
+
+    loop.finish(write)
     return final
 
 
@@ -336,14 +295,7 @@ def attach_captioner(captioner_dir: str | Path, model_dir: str | Path, dtype: to
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f in fields(CaptionerTrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if f.type in (bool, "bool"):
-            ap.add_argument(flag, action="store_true")
-        else:
-            kind = {"int": int, "float": float, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
-            ap.add_argument(flag, type=kind, default=f.default)
+    ap = config_parser(CaptionerTrainConfig, __doc__)
     ap.add_argument("--attach-only", default="", help="skip training: attach this trained captioner to --attach")
     a = vars(ap.parse_args(argv))
     only = a.pop("attach_only")

@@ -8,10 +8,12 @@ run sees exactly the batches the interrupted one would have seen.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import random
 import shutil
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +22,42 @@ import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from pixlm.checkpoint import load_weights, read_json, save_module, write_json
+from pixlm.checkpoint import CheckpointError, load_weights, read_json, save_module, write_json
 from pixlm.data.shapes import caption, random_scene, render
+from pixlm.text.encoder import TextEncoder, TextEncoderConfig
+
+
+def load_text_encoder(spec: str) -> TextEncoder:
+    """The frozen text encoder a trainer names: "minilm", "tiny", a saved pixlm ``text_encoder`` folder, or a local
+    Hugging Face encoder folder."""
+    if spec in ("minilm", "tiny"):
+        return TextEncoder(TextEncoderConfig(type=spec))
+    path = Path(spec)
+    cfg = path / "config.json"
+    if cfg.is_file() and json.loads(cfg.read_text()).get("kind") == "text_encoder":
+        return TextEncoder.from_pretrained(path)
+    if not path.is_dir():
+        raise CheckpointError(f"text_encoder={spec!r}: not 'minilm', 'tiny' or an existing folder")
+    return TextEncoder(TextEncoderConfig(type="hf", path=str(path)))
+
+
+def config_parser(cls: type, description: str | None) -> argparse.ArgumentParser:
+    """An argparse parser with one ``--flag`` per field of the dataclass ``cls`` (a trainer's config).
+
+    Booleans become ``--flag/--no-flag``; tuples of ints are written comma-separated (``--channels 64,128``).
+    """
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for f in fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        t = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        if t == "bool":
+            ap.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+        elif t.startswith("tuple"):
+            ap.add_argument(flag, type=lambda v: tuple(int(x) for x in v.split(",")), default=f.default,
+                            metavar="N,N,...")
+        else:
+            ap.add_argument(flag, type={"int": int, "float": float}.get(t, str), default=f.default)
+    return ap
 
 
 def step_rng(seed: int, step: int) -> random.Random:

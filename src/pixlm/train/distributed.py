@@ -1,6 +1,6 @@
 """Accelerate set-up shared by the training loops, and ``--num-processes`` re-launching.
 
-Training scripts are plain Accelerate loops, so the same command runs on one CPU, under
+Every trainer runs ``pixlm.train.loop.TrainLoop``, a plain Accelerate loop, so the same command runs on one CPU, under
 ``accelerate launch`` on many GPUs or machines (DDP or FSDP, chosen by the accelerate config), or under
 ``torchrun``. ``make_accelerator`` picks gloo on a machine without GPUs, where Accelerate would otherwise
 ignore the other processes. ``relaunch`` turns ``pixlm train ... --num-processes N`` into N processes.

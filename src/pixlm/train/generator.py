@@ -1,4 +1,4 @@
-"""Train the masked token generator on (image tokens, text states) pairs. One straight-line Accelerate loop.
+"""Train the masked token generator on (image tokens, text states) pairs, in ``pixlm.train.loop``.
 
 The images of the training pool are encoded once by the frozen tokenizer and the captions once by the frozen
 text encoder (both cached in the run folder), so each step costs only the generator's forward/backward.
@@ -15,10 +15,8 @@ same optimizer steps (up to float rounding) in pool mode.
 from __future__ import annotations
 
 import contextlib
-import copy
 import random
-import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,15 +26,13 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from pixlm.checkpoint import write_json
 from pixlm.data.shapes import caption, group_relation_scene, random_scene, satisfies
 from pixlm.models.masked import MaskedConfig, MaskedTransformer, random_token_mask
 from pixlm.models.vq import VQModel
 from pixlm.pipelines.text_to_image import TextToImagePipeline
-from pixlm.text.encoder import TextEncoder, TextEncoderConfig, pad_states
-from pixlm.train.common import (LossLog, encode_in_batches, encode_scenes, restore_process_state,
-                                resume_from_latest, save_grid, save_tensors_atomic, save_training_checkpoint)
-from pixlm.train.tokenizer import lr_at
+from pixlm.text.encoder import TextEncoder, pad_states
+from pixlm.train.common import encode_in_batches, encode_scenes, load_text_encoder, save_grid, save_tensors_atomic
+from pixlm.train.loop import TrainLoop, param_groups
 
 
 @dataclass
@@ -107,10 +103,7 @@ def train_phases(cfg: GeneratorTrainConfig, phases: list[tuple[int, int]],
     return Path(cfg.out) / "pipeline"
 
 
-def text_encoder_from_spec(spec: str) -> TextEncoder:
-    if spec in ("minilm", "tiny"):
-        return TextEncoder(TextEncoderConfig(type=spec))
-    return TextEncoder(TextEncoderConfig(type="hf", path=spec))
+text_encoder_from_spec = load_text_encoder  # the name benchmarks/serve_load.py imports
 
 
 def build_pool(cfg: GeneratorTrainConfig, vq: VQModel, text: TextEncoder, run: Path) -> dict[str, torch.Tensor]:
@@ -233,7 +226,7 @@ def quick_accuracy(pipe: TextToImagePipeline, n: int = 48, seed: int = 123) -> f
 
     A caption may leave attributes out, so the check uses the caption's scene only for counts and the
     attributes the caption states — approximated here by requiring the true scene's shapes and colours."""
-    from pixlm.eval.geometric import read_scene
+    from pixlm.data.geometric import read_scene
 
     rng = random.Random(seed)
     scenes = [random_scene(rng, 1, 2) for _ in range(n)]
@@ -289,24 +282,32 @@ def with_dropout(states: torch.Tensor, mask: torch.Tensor, drop: torch.Tensor, n
     mask = torch.nn.functional.pad(mask, (0, t - mask.shape[1]))
     states[drop] = 0
     mask[drop] = False
-    states[drop, : null_states.shape[1]] = null_states[0]
+    states[drop, : null_states.shape[1]] = null_states[0].to(states.dtype)
     mask[drop, : null_mask.shape[1]] = True
     return states, mask
 
 
-def train_generator(cfg: GeneratorTrainConfig) -> Path:
-    from pixlm.data.shards import looks_like_shards
-    from pixlm.train.distributed import make_accelerator
+SAMPLE_PROMPTS = ["two red circles above a blue square", "a large green triangle in the center",
+                  "three yellow diamonds", "a small purple square in the bottom right",
+                  "a cyan circle to the left of an orange diamond", "four pink squares",
+                  "a blue triangle at the top and a red circle at the bottom", "a picture of a big disk"]
 
-    accelerator = make_accelerator(cfg.mixed_precision, cfg.grad_accum)
-    world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
-    run = Path(cfg.out)
-    if main:
-        run.mkdir(parents=True, exist_ok=True)
-        write_json(run / "train_config.json", asdict(cfg))
-    torch.manual_seed(cfg.seed)
+
+def save_samples(pipe: TextToImagePipeline, path: Path) -> None:
+    """Two pictures of each ``SAMPLE_PROMPTS`` prompt (seed 0) as one PNG grid: what a run looks like so far."""
+    images = pipe(SAMPLE_PROMPTS, num_images_per_prompt=2, seed=0)
+    save_grid(np.stack([np.asarray(im) for im in images]), path, cols=8)
+
+
+def train_generator(cfg: GeneratorTrainConfig) -> Path:
+    """Train (or resume) the masked generator in ``pixlm.train.loop.TrainLoop``; returns ``OUT/pipeline``."""
+    from pixlm.data.shards import looks_like_shards
+
+    loop = TrainLoop(cfg, cfg.mixed_precision, cfg.grad_accum)
+    accelerator, run = loop.accelerator, loop.run
+    world, rank = accelerator.num_processes, accelerator.process_index
     vq = VQModel.from_pretrained(cfg.tokenizer)
-    text = text_encoder_from_spec(cfg.text_encoder)
+    text = load_text_encoder(cfg.text_encoder)
     streaming = bool(cfg.data) and looks_like_shards(cfg.data)
     with torch.no_grad():  # the text encoder is frozen while the generator trains
         if not streaming:
@@ -315,30 +316,15 @@ def train_generator(cfg: GeneratorTrainConfig) -> Path:
         null_states, null_mask = text.encode([""])  # condition dropout uses the empty prompt, as CFG does
     model = MaskedTransformer(MaskedConfig(vocab_size=vq.vocab_size, dim=cfg.dim, layers=cfg.layers, heads=cfg.heads,
                                            text_dim=text.dim, conditioning=cfg.conditioning))
-    ema = copy.deepcopy(model).eval().requires_grad_(False)
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (no_decay if p.ndim < 2 or "emb" in name else decay).append(p)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
-    state = resume_from_latest(run, {"model": ema, "raw": model}, None, accelerator) if cfg.resume else {}
-    start = state.get("step", 0)
-    if streaming and state and state.get("world_size", world) != world:
-        raise ValueError(f"this streaming run was checkpointed with {state['world_size']} processes; resume it "
-                         f"with the same number (got {world}) so every process continues its own part of the shards")
-    model, opt = accelerator.prepare(model, opt)
-    if state:  # after prepare, so that a sharded (FSDP) optimizer takes its own shard back
-        restore_process_state(state, opt, accelerator)
-    fsdp = str(accelerator.distributed_type).endswith("FSDP")
-    log = LossLog(run, start) if main else None
+    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98))
+    (model,) = loop.prepare({"raw": model}, opt, ema=True, same_world=streaming)
+    mask_id = loop.unwrap("raw").config.mask_id
     local, micro = cfg.batch_size * cfg.grad_accum, cfg.batch_size
-    pairs = ShardPairs(cfg, vq, rank, world, skip=start * local) if streaming else None
+    pairs = ShardPairs(cfg, vq, rank, world, skip=loop.start * local) if streaming else None
     end = min(cfg.steps, cfg.stop_at) if cfg.stop_at else cfg.steps
-    bar = tqdm(range(start, end), initial=start, total=end, disable=not main)
-    t0 = time.time()
-    for step in bar:
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg.lr, cfg.warmup, cfg.steps)
+
+    def step_fn(step: int) -> dict:
+        """One global batch from (seed, step); this process's slice in ``grad_accum`` micro-batches."""
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)  # data order = f(seed, step)
         mine = slice(rank * local, (rank + 1) * local)  # this process's rows of the global batch
         if pairs is None:
@@ -362,52 +348,21 @@ def train_generator(cfg: GeneratorTrainConfig) -> Path:
             tok, masked = tokens[rows].to(accelerator.device), masks[rows].to(accelerator.device)
             sync = k == cfg.grad_accum - 1  # all-reduce gradients once, after the last micro-batch
             with contextlib.nullcontext() if sync else accelerator.no_sync(model):
-                logits = model(tok.masked_fill(masked, accelerator.unwrap_model(model).config.mask_id),
-                               states.to(accelerator.device), mask.to(accelerator.device))
+                logits = model(tok.masked_fill(masked, mask_id), states.to(accelerator.device),
+                               mask.to(accelerator.device))
                 ce = F.cross_entropy(logits[masked].float(), tok[masked], label_smoothing=0.1, reduction="sum")
                 # DDP averages gradients over processes, hence × world: the sum is the global mean's gradient
                 accelerator.backward(ce * world / n_masked)
             loss_sum += ce.detach()
-        loss = accelerator.reduce(loss_sum, "sum") / n_masked
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"generator loss became {loss.item()} at step {step}")
-        accelerator.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            d = min(cfg.ema, (1 + step) / (10 + step))
-            if fsdp:  # the weights are sharded: gather them (every process), the main process keeps the EMA
-                full = accelerator.get_state_dict(model)
-                for k, pe in ema.state_dict().items() if main else ():
-                    if pe.is_floating_point():
-                        pe.lerp_(full[k].to(pe), 1 - d)
-            else:
-                for pe, pm in zip(ema.parameters(), accelerator.unwrap_model(model).parameters()):
-                    pe.lerp_(pm.detach(), 1 - d)
-        done = step + 1
-        if done % cfg.log_every == 0 and main:
-            row = {"step": done, "loss": loss.item(), "lr": opt.param_groups[0]["lr"], "elapsed_s": time.time() - t0,
-                   "examples": done * local * world}
-            if done % cfg.eval_every == 0 or done == end:
-                pipe = TextToImagePipeline(vq, text, ema)
-                row["quick_acc"] = quick_accuracy(pipe)
-                images = pipe(["two red circles above a blue square", "a large green triangle in the center",
-                               "three yellow diamonds", "a small purple square in the bottom right",
-                               "a cyan circle to the left of an orange diamond", "four pink squares",
-                               "a blue triangle at the top and a red circle at the bottom", "a picture of a big disk"],
-                              num_images_per_prompt=2, seed=0)
-                save_grid(np.stack([np.asarray(im) for im in images]), run / f"samples-{done:07d}.png", cols=8)
-            log.append(row)
-            bar.set_postfix(loss=f"{row['loss']:.3f}", acc=row.get("quick_acc", ""))
-        if done % cfg.ckpt_every == 0 or done == end:  # every process takes part (optimizer + RNG state)
-            raw = accelerator.unwrap_model(model)
-            save_training_checkpoint(run, done, {"model": ema, "raw": raw}, opt, {"seed": cfg.seed},
-                                     accelerator=accelerator,
-                                     states={"raw": accelerator.get_state_dict(model)} if fsdp else None)
-            if main:
-                log.plot(("loss", "quick_acc"))
-    pipe = TextToImagePipeline(vq, text, ema)
-    if main:
-        pipe.save_pretrained(run / "pipeline")
-    accelerator.wait_for_everyone()
+        return {"loss": accelerator.reduce(loss_sum, "sum") / n_masked}
+
+    def evaluate(done: int) -> dict:
+        pipe = TextToImagePipeline(vq, text, loop.ema)
+        row = {"quick_acc": quick_accuracy(pipe)}
+        save_samples(pipe, run / f"samples-{done:07d}.png")
+        return row
+
+    loop.fit(step_fn, end=end, ema_decay=cfg.ema, clip_norm=1.0, evaluate=evaluate, eval_every=cfg.eval_every,
+             log_extra=lambda done: {"examples": done * local * world}, plot=("loss", "quick_acc"))
+    loop.finish(lambda: TextToImagePipeline(vq, text, loop.ema).save_pretrained(run / "pipeline"))
     return run / "pipeline"

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pixlm.models.vae import ConditionalVAE, VAEConfig, vae_loss
-from pixlm.train.pool import PoolTrainConfig, config_parser, train_likelihood_model
+from pixlm.train.common import config_parser
+from pixlm.train.pool import PoolTrainConfig, train_likelihood_model
 
 
 @dataclass
