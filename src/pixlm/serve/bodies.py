@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect, Request
 
-from pixlm.serve.errors import APIError, bad_request, shown
+from pixlm.serve.errors import CLOSE, APIError, bad_request, shown
 from pixlm.serve.images import decode_upload
 from pixlm.serve.schemas import Limits, validate_model
 
@@ -78,7 +78,8 @@ async def read_json(request: Request, limits: Limits) -> Any:
     async for chunk in request.stream():
         body += chunk
         if len(body) > limits.max_json_bytes:
-            raise APIError(413, f"the JSON body passed max_json_bytes={limits.max_json_bytes}", code="body_too_large")
+            raise APIError(413, f"the JSON body passed max_json_bytes={limits.max_json_bytes}", code="body_too_large",
+                           headers=CLOSE)
     if not body.strip():
         raise bad_request("the request body is empty; send a JSON object such as {\"prompt\": \"...\"}",
                           code="invalid_json")

@@ -12,6 +12,7 @@ ERROR_TYPES = {400: "invalid_request_error", 404: "invalid_request_error", 405: 
                499: "client_closed_request", 500: "server_error", 501: "not_implemented_error",
                503: "service_unavailable", 504: "timeout_error"}
 SHOWN_CHARS = 80  # how much of a client's value an error message quotes
+CLOSE = {"Connection": "close"}  # on answers given before the body was read to its end
 
 
 class APIError(Exception):

@@ -19,13 +19,12 @@ import time
 
 from starlette.responses import JSONResponse
 
-from pixlm.serve.errors import APIError, error_body
+from pixlm.serve.errors import CLOSE, APIError, error_body
 from pixlm.serve.metrics import ServerMetrics
 from pixlm.serve.schemas import Limits
 
 ENDPOINTS = ("/", "/health", "/ready", "/metrics", "/v1/models", "/v1/images/generations",
              "/v1/images/generations/stream", "/v1/images/edits", "/v1/images/variations", "/v1/captions")
-CLOSE = {"Connection": "close"}
 log = logging.getLogger("pixlm.serve")
 
 
