@@ -211,7 +211,7 @@ def _holds(a: tuple[int, int], rel: str, b: tuple[int, int]) -> bool:
 
 # ---------------------------------------------------------------------------------------------- wording
 def _article(word: str) -> str:
-    return "an" if word[0] in "aeiou" else "a"
+    return "an" if word[0] in "aeiou" and not word.startswith("one") else "a"
 
 
 def _noun_phrase(g: Group, rng: random.Random, canon: float) -> str:
