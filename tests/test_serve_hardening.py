@@ -386,3 +386,39 @@ def read_response(sock: socket.socket) -> bytes:
     while len(body) < length:
         body += sock.recv(65536)
     return head + b"\r\n\r\n" + body
+
+
+def test_a_client_that_stops_reading_is_dropped(pipe) -> None:
+    """An answer larger than the socket buffers, to a client that reads nothing: once the unsent rest has not
+    shrunk for send_timeout_s the connection is dropped (uvicorn alone would hold it and the answer for ever)."""
+    limits = Limits(keep_alive_s=0.3, send_timeout_s=0.5)
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # accepted sockets inherit it
+    listener.bind(("127.0.0.1", 0))
+    body = json.dumps({"prompt": "a red circle", "n": 10, "size": "1024x1024", "steps": 1}).encode()
+    request = (b"POST /v1/images/generations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    with serve_in_thread(build_app(pipe, limits=limits), sock=listener) as base:
+        host, port = base.removeprefix("http://").split(":")
+        got = {}
+        for idle_s in (0.0, 3.0):
+            with socket.socket() as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                s.connect((host, int(port)))
+                s.sendall(request)
+                time.sleep(idle_s)
+                s.settimeout(10)
+                data = b""
+                while b"\r\n\r\n" not in data or len(data.partition(b"\r\n\r\n")[2]) < int(
+                        data.lower().split(b"content-length: ")[1].split(b"\r\n")[0]):
+                    try:
+                        chunk = s.recv(65536)
+                    except ConnectionResetError:
+                        break
+                    if not chunk:
+                        break
+                    data += chunk
+                got[idle_s] = data
+    head, _, answer = got[0.0].partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and len(json.loads(answer)["data"]) == 10
+    assert len(answer) > 100_000 and len(got[3.0]) < len(got[0.0]) // 2  # cut off, most of it never sent

@@ -24,9 +24,9 @@ def build_app(pipeline, **kwargs: Any) -> "FastAPI":
 
 def run_server(model: str | os.PathLike | None = None, host: str = "127.0.0.1", port: int = 8000,
                log_level: str = "info", fast: bool = False, **kwargs: Any) -> None:
-    """Load a model folder (None: the bundled model) and serve it until interrupted; ``fast`` applies
-    ``pixlm.fast.optimize_recommended`` first. ``kwargs`` go to :func:`build_app` (``limits`` may be a dict of
-    :class:`~pixlm.serve.schemas.Limits` fields to change)."""
+    """Load a model folder (None: the bundled model) and serve it until interrupted; ``fast`` is kept for
+    compatibility: the fast path (``precision="auto"``) is the default. ``kwargs`` go to :func:`build_app`
+    (``limits`` may be a dict of :class:`~pixlm.serve.schemas.Limits` fields to change)."""
     try:
         import uvicorn
     except ImportError as e:  # pragma: no cover - depends on the install
@@ -47,19 +47,18 @@ def run_server(model: str | os.PathLike | None = None, host: str = "127.0.0.1", 
     # A second line of defence behind the header check in decode_upload: PIL itself refuses anything over 2× this.
     Image.MAX_IMAGE_PIXELS = limits.max_image_pixels
     pipeline = load_pipeline(model)
-    if fast:
-        from pixlm.fast import optimize_recommended
-
-        optimize_recommended(pipeline)
+    # (``fast`` is the default now: load_pipeline applies pixlm.inference.optimize(precision="auto"))
     name = Path(model).resolve().name if model is not None else BUNDLED
     app = build_app(pipeline, model_name=kwargs.pop("model_name", None) or name, **kwargs)
     uvicorn.Server(server_config(app, host, port, log_level)).run()
 
 
 @contextlib.contextmanager
-def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0, timeout_s: float = 20.0) -> Iterator[str]:
+def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0, timeout_s: float = 20.0,
+                    sock: Any = None) -> Iterator[str]:
     """Run ``app`` as ``pixlm serve`` does (:func:`pixlm.serve.http.server_config`) in a background thread
-    (tests, benchmarks); yields its base URL. ``port=0`` picks a free port. The server stops when the block exits.
+    (tests, benchmarks); yields its base URL. ``port=0`` picks a free port; ``sock``, an already bound socket,
+    replaces host and port. The server stops when the block exits.
     """
     import socket
     import threading
@@ -69,9 +68,11 @@ def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0, timeout_s:
 
     from pixlm.serve.http import server_config
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    if sock is None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    host, port = sock.getsockname()[:2]
     server = uvicorn.Server(server_config(app, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="pixlm-uvicorn")
     thread.start()
@@ -81,7 +82,7 @@ def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0, timeout_s:
             raise RuntimeError("the test server did not start")
         time.sleep(0.01)
     try:
-        yield f"http://{host}:{sock.getsockname()[1]}"
+        yield f"http://{host}:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout_s)

@@ -8,6 +8,8 @@ forever for a request's headers or body. :class:`GuardedH11Protocol` adds:
 - a body timeout as a backstop: a body still arriving ``body_timeout_s`` (plus a second) after its headers is cut
   off, even where the app is not reading it (the app's :class:`~pixlm.serve.middleware.Guard` answers 408 first
   when it is);
+- a send timeout: a connection whose unsent answer has not shrunk for ``send_timeout_s`` (a client that stopped
+  reading) is dropped, where uvicorn would keep it, and its buffered answer, for ever;
 - errors in OpenAI's JSON shape where uvicorn answers in plain text: a malformed request (400) and headers over
   ``max_header_bytes`` (431).
 """
@@ -73,6 +75,34 @@ class GuardedH11Protocol(H11Protocol):
         self._cancel("_header_timer")
         self._cancel("_body_timer")
         super().connection_lost(exc)
+
+    # ------------------------------------------------------------------ clients that do not read
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.transport.is_closing():  # closing waits for the answer to be taken: bound that wait too
+            self._watch_unsent(self.transport.get_write_buffer_size(), self.loop.time())
+
+    def timeout_keep_alive_handler(self) -> None:
+        if self.transport.get_write_buffer_size():  # idle only because the client is still taking the answer
+            self._watch_unsent(self.transport.get_write_buffer_size(), self.loop.time())
+        else:
+            super().timeout_keep_alive_handler()
+
+    def _watch_unsent(self, size: int, since: float) -> None:
+        """Drop the connection once its unsent answer has not shrunk for ``send_timeout_s`` (a client that
+        stopped reading); a client still reading, however slowly, keeps it."""
+        left = self.transport.get_write_buffer_size()
+        if left == 0:
+            if not self.transport.is_closing():
+                super().timeout_keep_alive_handler()
+            return
+        if left < size:
+            size, since = left, self.loop.time()
+        elif self.loop.time() - since >= self.limits.send_timeout_s:
+            self.transport.abort()
+            return
+        self.timeout_keep_alive_task = self.loop.call_later(min(1.0, self.limits.send_timeout_s), self._watch_unsent,
+                                                            size, since)
 
     # ------------------------------------------------------------------ answers
     def send_400_response(self, msg: str) -> None:
