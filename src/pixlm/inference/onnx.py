@@ -67,8 +67,13 @@ def _export(module: nn.Module, args: tuple, path: Path, names: list[str], output
     dims = tuple({axis: dim[label] for axis, label in dynamic.get(name, {}).items()} for name in names)
     with warnings.catch_warnings():  # the exporter's notes on renamed axes and deprecations are not the user's concern
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(module.eval(), args, path, input_names=names, output_names=[output],
-                                    dynamic_shapes=dims, dynamo=True, external_data=False, verbose=False)
+        try:
+            program = torch.onnx.export(module.eval(), args, path, input_names=names, output_names=[output],
+                                        dynamic_shapes=dims, dynamo=True, external_data=False, verbose=False)
+        except Exception as e:  # the exporter's own message runs to pages; its first line says what failed
+            raise ValueError(f"torch.onnx could not export {path.parent.name}/{path.name}: "
+                             f"{str(e).splitlines()[0] if str(e) else type(e).__name__}. Export the plain float32 "
+                             f"modules: load_pipeline(..., precision='reference'), not an optimized pipeline") from e
     return next(op.version for op in program.model_proto.opset_import if op.domain in ("", "ai.onnx"))
 
 
