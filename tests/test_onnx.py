@@ -68,8 +68,10 @@ def test_onnx_runtime_pipeline_matches_pytorch(exported) -> None:
         assert agreement >= 0.99 and len(got.images) == len(PROMPTS) * n
 
 
-def test_bad_input_is_named(exported, tmp_path: Path) -> None:
+def test_bad_input_is_named(exported, tmp_path: Path, runner) -> None:
     pipe, out = exported
+    result = runner.invoke(app, ["export", "onnx", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "does not exist" in result.output and not (tmp_path / "o").exists()
     (tmp_path / "notes.txt").write_text("keep me")
     with pytest.raises(ValueError, match="holds no ONNX export"):
         export_onnx(pipe, tmp_path)
