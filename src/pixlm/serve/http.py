@@ -135,6 +135,8 @@ class GuardedH11Protocol(H11Protocol):
         if answer:
             self.transport.write(error_response(status, message, code))
         self.transport.close()
+        if self.transport.get_write_buffer_size():  # a client that reads nothing must not keep it open
+            self._watch_unsent(self.transport.get_write_buffer_size(), self.loop.time())
 
     def _cancel(self, name: str) -> None:
         timer = getattr(self, name)
