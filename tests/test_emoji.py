@@ -295,7 +295,7 @@ def test_generate_with_the_bundled_emoji_model(tmp_path: Path, runner) -> None:
         assert len(set(im.convert("RGB").getdata())) > 8  # a picture, not a flat colour
 
 
-def test_tokenizer_stage_helpers(emoji_data: Path, vq_dir: Path) -> None:
+def test_tokenizer_stage_helpers(tmp_path: Path, emoji_data: Path, vq_dir: Path) -> None:
     import pixlm.train.tokenizer as tokenizer
     from pixlm.models.vq import VQModel
     from pixlm.train.common import psnr
@@ -308,7 +308,11 @@ def test_tokenizer_stage_helpers(emoji_data: Path, vq_dir: Path) -> None:
         b, _, _ = tokenizer.shapes_batch(0, 5, 6)
     assert drawn == [(0, 5), (0, 5)] and torch.equal(a, b) and a.shape == (6, 3, 64, 64) and -1 <= float(a.min()) < float(a.max()) <= 1
     assert tokenizer.shapes_batch(0, 5, 6)[1]  # the original (captioned shapes scenes) is back
-    report = tokenizer_report(vq_dir, emoji_data, splits=("test_emoji",))
+    report = tokenizer_report(vq_dir, emoji_data, splits=("test_emoji",), sheet=tmp_path / "sheet.png")
+    from PIL import Image
+
+    with Image.open(tmp_path / "sheet.png") as im:  # originals above round trips: two rows per style
+        assert im.size == (12 * 64, 2 * len(report["test_emoji"]) * 64)
     assert set(report["test_emoji"]) <= set(STYLES) and 0 < report["codebook_usage"] <= 1
     ds = ImageFolder(emoji_data / "test_emoji")
     noto = torch.stack([ds[rows[0]]["image"] for rows in ds.pictures()

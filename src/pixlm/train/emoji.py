@@ -154,17 +154,21 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def tokenizer_report(model: str | Path, data: str | Path, splits: tuple[str, ...] = ("test_emoji", "test_variant"),
-                     batch: int = 256) -> dict[str, dict]:
+                     batch: int = 256, sheet: str | Path | None = None) -> dict[str, dict]:
     """Round trip of a tokenizer (a model folder or a training checkpoint's ``model``) on the pictures of each
     split, per style: PSNR (dB, over all pixels of the style's pictures), pictures, and the share of the codebook
-    its tokens use; ``"codebook_usage"``: the share over all of them."""
+    its tokens use; ``"codebook_usage"``: the share over all of them. ``sheet``: a PNG of the first 12 pictures of
+    each split and style, originals above their round trips."""
+    import numpy as np
+
     from pixlm.data.folder import ImageFolder
     from pixlm.models.vq import VQModel
-    from pixlm.train.common import psnr
+    from pixlm.train.common import psnr, save_grid, tensor_to_uint8
 
     vq = VQModel.from_pretrained(model).eval()
     report: dict[str, dict] = {}
     used = torch.zeros(vq.vocab_size, dtype=torch.bool)
+    grid: list[np.ndarray] = []  # (N, H, W, 3) blocks of the sheet
     for split in splits:
         ds = ImageFolder(Path(data) / split)
         by_style: dict[str, list[torch.Tensor]] = {}
@@ -181,7 +185,11 @@ def tokenizer_report(model: str | Path, data: str | Path, splits: tuple[str, ...
             used |= style_used
             report[split][style] = {"psnr": round(psnr(recon, x), 2), "pictures": len(x),
                                     "codebook_usage": round(float(style_used.float().mean()), 4)}
+            for block in (tensor_to_uint8(x[:12]), tensor_to_uint8(recon[:12])):  # one row each, white-padded
+                grid += [block, np.full((12 - len(block), *block.shape[1:]), 255, dtype=np.uint8)]
     report["codebook_usage"] = round(float(used.float().mean()), 4)
+    if sheet:
+        save_grid(np.concatenate(grid), Path(sheet), cols=12)
     return report
 
 
@@ -285,11 +293,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--report-tokenizer", default="", metavar="MODEL",
                     help="only measure this tokenizer (a model folder or a checkpoint's model/) on WORK/data's "
                          "held-out emoji, per style, and print JSON")
+    ap.add_argument("--report-sheet", default="", metavar="PNG",
+                    help="with --report-tokenizer: also write originals above round trips, 12 per split and style")
     args = vars(ap.parse_args(argv))
-    report = args.pop("report_tokenizer")
+    report, sheet = args.pop("report_tokenizer"), args.pop("report_sheet")
     if report:
         torch.set_num_threads(args["threads"] or 1)
-        print(json.dumps(tokenizer_report(report, Path(args["work"]) / "data"), indent=1))
+        print(json.dumps(tokenizer_report(report, Path(args["work"]) / "data", sheet=sheet or None), indent=1))
         return
     print(run_recipe(EmojiRecipeConfig(**args)))
 
