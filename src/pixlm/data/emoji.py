@@ -42,10 +42,9 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-from pixlm.data.emoji_styles import STYLE_INSTALL, STYLES, EmojiSourceError, IconSet, check_styles, copy_licences
+from pixlm.data.emoji_styles import STYLES, EmojiSourceError, IconSet, check_styles, copy_licences
 
 NOTO_FONT = "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"
-NOTO_COPYRIGHT = "/usr/share/doc/fonts-noto-color-emoji/copyright"
 NOTO_INSTALL = "apt-get install -y fonts-noto-color-emoji"
 NPM_INSTALL = "npm install openmoji emoji-datasource-google"  # names and keywords (optional)
 GLYPH_SIZE = 109  # Noto Color Emoji is a CBDT bitmap font: 109 px is its only size
