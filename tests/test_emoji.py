@@ -267,8 +267,12 @@ def test_scorer_retrieval_and_save(tmp_path: Path, emoji_data: Path) -> None:
 def test_bundled_names_resolve(monkeypatch: pytest.MonkeyPatch) -> None:
     import pixlm.pipelines.text_to_image as pp
 
+    import pixlm.inference
+
     seen = []
-    monkeypatch.setattr(pp.TextToImagePipeline, "from_pretrained", classmethod(lambda cls, p, device="cpu": seen.append(p)))
+    monkeypatch.setattr(pp.TextToImagePipeline, "from_pretrained",
+                        classmethod(lambda cls, p, device="cpu": seen.append(p)))
+    monkeypatch.setattr(pixlm.inference, "optimize", lambda pipe, precision="auto", **kw: pipe)  # nothing loaded
     pp.load_pipeline("shapes")
     assert seen[-1] == pp.bundled_model_path("shapes-masked")
     if (Path(pp.__file__).parents[1] / "assets" / "emoji-masked" / "model_index.json").is_file():
