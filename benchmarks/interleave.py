@@ -43,11 +43,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--calls", type=int, default=4, help="timed calls per block and alternating pairs per round")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--variant", default="bf16 fixed-loop", help="pixlm variant (speed.CPU_VARIANTS)")
+    ap.add_argument("--variant", default="auto", help="pixlm variant (speed.CPU_VARIANTS)")
     ap.add_argument("--out", default=None, help="optional JSON file for the results")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    from pixlm.fast import optimize
+    from pixlm.inference import optimize
 
     base, _ = speed.build_pixlm("bundled")
     take = speed.prompt_stream()

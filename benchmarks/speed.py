@@ -7,7 +7,8 @@ Systems, all with the same steps (8), the same guidance scale (CFG on: condition
 in one batch for every system), the same token grid (8×8) and 64×64 output images:
 
 * ``pixlm <variant>``: ``TextToImagePipeline`` (MiniLM text encoder, masked transformer, FSQ decoder),
-  passed through ``pixlm.fast.optimize`` with the variant's flags. Weights: the bundled model when it is
+  passed through ``pixlm.inference.optimize`` with the variant's precision (``auto`` is what ``load_pipeline()``
+  and ``pixlm generate`` run by default; ``reference`` is plain float32). Weights: the bundled model when it is
   installed (``--model bundled``), otherwise random weights of the same config (speed does not depend on
   weight values).
 * ``amused``: diffusers' ``AmusedPipeline`` built from random weights: a ``UVit2DModel`` whose parameter
@@ -44,33 +45,20 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 
-CPU_VARIANTS = {  # name → optimize() flags
-    "fp32": {},
-    "fp32 fixed-loop": {"fixed_loop": True, "channels_last": True},
-    "bf16 fixed-loop": {"bf16": True, "fixed_loop": True, "channels_last": True},  # packed where oneDNN can
-    "bf16 fixed-loop autocast": {"bf16": True, "fixed_loop": True, "channels_last": True, "packed": False},
-    # CPUs without bf16 arithmetic (AVX2 only): the same packed, fused network in float32
-    "fp32 packed fixed-loop": {"packed": True, "fixed_loop": True, "channels_last": True},
-    "int8 packed fixed-loop": {"int8": True, "packed": True, "fixed_loop": True, "channels_last": True},
-    "int8": {"int8": True, "channels_last": True},
-    "int8 fixed-loop": {"int8": True, "fixed_loop": True, "channels_last": True},
-    "int8+bf16 fixed-loop": {"int8": True, "bf16": True, "fixed_loop": True, "channels_last": True},
-    "int8 fixed-loop compiled": {"int8": True, "compile": True, "channels_last": True},
+CPU_VARIANTS = {  # name → pixlm.inference.optimize() arguments
+    "reference": {"precision": "reference"},  # plain float32 (`pixlm generate --reference`)
+    "auto": {"precision": "auto"},  # the default: bf16 where the CPU computes it natively, else fp32
+    "fp32": {"precision": "fp32"},
+    "bf16": {"precision": "bf16"},
+    "int8": {"precision": "int8"},
+    "fp32 compiled": {"precision": "fp32", "compile": True},
 }
 GPU_VARIANTS = {
-    "bf16 fixed-loop": {"bf16": True, "fixed_loop": True},
-    "bf16 cuda-graphs": {"bf16": True, "cuda_graphs": True},
-    "bf16 compiled": {"bf16": True, "compile": True},
+    "reference": {"precision": "reference"},
+    "auto": {"precision": "auto"},  # bf16
+    "bf16 compiled": {"precision": "bf16", "compile": True},  # torch.compile, mode="reduce-overhead" (CUDA graphs)
 }
-DEFAULT_CPU_VARIANTS = "fp32,fp32 fixed-loop,bf16 fixed-loop,int8,int8 fixed-loop,int8+bf16 fixed-loop"
-DEFAULT_CPU_VARIANTS_NO_BF16 = "fp32,fp32 fixed-loop,fp32 packed fixed-loop,int8 fixed-loop,int8 packed fixed-loop"
-
-
-def recommended_cpu_variant() -> str:
-    """The variant ``pixlm.fast.optimize_recommended`` (``--fast``) picks on this CPU."""
-    from pixlm.packed import packing_supported
-
-    return "bf16 fixed-loop" if packing_supported(torch.bfloat16) else "fp32 packed fixed-loop"
+DEFAULT_CPU_VARIANTS = "reference,auto,int8"
 
 
 # ---------------------------------------------------------------------------------------------- prompts
@@ -256,12 +244,12 @@ def build_pixlm(model: str, device: str = "cpu", seed: int = 0) -> tuple[Any, st
 
     if model == "bundled":
         try:
-            return load_pipeline(None, device=device), "bundled shapes-masked"
+            return load_pipeline(None, device=device, precision="reference"), "bundled shapes-masked"
         except Exception as e:  # not installed yet: fall back to random weights of the same config
             print(f"bundled model not available ({e}); using random weights", file=sys.stderr)
             model = "random"
     if model != "random":
-        return load_pipeline(model, device=device), model
+        return load_pipeline(model, device=device, precision="reference"), model
     from pixlm.models.masked import MaskedTransformer
     from pixlm.models.vq import VQConfig, VQModel
     from pixlm.models.presets import small
@@ -274,14 +262,14 @@ def build_pixlm(model: str, device: str = "cpu", seed: int = 0) -> tuple[Any, st
 
 
 def clone_pipeline(pipe: Any) -> Any:
-    """A copy with its own generator, VQ model and text-encoder wrapper and cache (optimize() changes those);
-    the text encoder's weights are shared (optimize() never changes them in place)."""
+    """A copy with its own generator, VQ model, text encoder network and cache (optimize() swaps layers in place)."""
     from collections import OrderedDict
 
     from pixlm.pipelines.text_to_image import TextToImagePipeline
 
     text = copy.copy(pipe.text_encoder)
     text._cache = OrderedDict()
+    text.model = copy.deepcopy(pipe.text_encoder.model)
     return TextToImagePipeline(copy.deepcopy(pipe.vq), text, copy.deepcopy(pipe.generator), dict(pipe.defaults),
                                device=str(pipe.device))
 
@@ -403,14 +391,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if cuda and not torch.cuda.is_available():
         raise SystemExit("--device cuda but torch.cuda.is_available() is False")
     variants_all = GPU_VARIANTS if cuda else CPU_VARIANTS
-    from pixlm.packed import packing_supported
-
-    cpu_default = DEFAULT_CPU_VARIANTS if packing_supported(torch.bfloat16) else DEFAULT_CPU_VARIANTS_NO_BF16
-    names = (a.variants or (",".join(GPU_VARIANTS) if cuda else cpu_default)).split(",")
+    names = (a.variants or (",".join(GPU_VARIANTS) if cuda else DEFAULT_CPU_VARIANTS)).split(",")
     unknown = [n for n in names if n not in variants_all]
     if unknown:
         raise SystemExit(f"unknown variants {unknown}; choose from {list(variants_all)}")
-    a.paired_variant = a.paired_variant or ("bf16 cuda-graphs" if cuda else recommended_cpu_variant())
+    a.paired_variant = a.paired_variant or "auto"
     if a.paired_variant not in variants_all:
         raise SystemExit(f"unknown --paired-variant {a.paired_variant!r}; choose from {list(variants_all)}")
     lat_batches = [int(b) for b in a.batches.split(",") if b]
@@ -418,7 +403,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     take = prompt_stream()
     t_start = time.perf_counter()
 
-    from pixlm.fast import optimize
+    from pixlm.inference import optimize
     from pixlm.models.presets import forward_flops
 
     base_pipe, model_desc = build_pixlm(a.model, dev)
@@ -441,9 +426,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "negative prompt on every call, padded to 77 tokens (CLIPTokenizer.model_max_length) as it always does.",
             "AmusedPipeline's UVit2DModel has pixlm's width, depth, heads, grid and codebook; its MLP width is solved "
             "so the parameter count is within 10% of pixlm's generator.",
-            "fixed-loop variants draw different random numbers than the reference sampler (same distributions), "
-            "so the same seed gives a different image; int8/bf16 variants also change numerics "
-            "(see benchmarks/results/fast_accuracy.md for their accuracy cost)."]}
+            "Every variant runs the same MaskGIT loop (pixlm.sampling.maskgit); fp32/bf16/int8 swap layers and "
+            "attention processors into the same network, which changes numerics by float/bf16 rounding or int8 "
+            "quantisation (see benchmarks/fast_accuracy.py for their accuracy cost)."]}
     import diffusers
 
     result["diffusers"] = diffusers.__version__
@@ -548,14 +533,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             row["flops_per_image"] = bare_flops[label]
             record(label, row)
 
-    # --- base preset (GPU only): the fixed-shape loop with random text states, no decoder
+    # --- base preset (GPU only): the MaskGIT loop with random text states, no decoder
     if cuda:
-        from pixlm.fast import FastGenerator
+        from pixlm.inference import optimize_generator
         from pixlm.models.presets import base, build
         from pixlm.sampling.maskgit import MaskGITSampler
 
         bcfg = base()
-        big = FastGenerator(build(bcfg, dev), bf16=True, cuda_graphs=True)
+        big = optimize_generator(build(bcfg, dev).eval(), "bf16", compile=True)
         sampler = MaskGITSampler(steps, guidance)
         bff = forward_flops(bcfg, 2, text_len)
         row = {"params": sum(p.numel() for p in big.parameters()),
@@ -572,7 +557,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 s = summarize(time_ms(loop, 10, 3, dev), b)
                 s["mfu_generator"] = mfu(row["flops_per_image"], s["images_per_s"])
                 row[f"bs{b}"] = s
-        record("pixlm base preset loop (bf16, CUDA graphs)", row)
+        record("pixlm base preset loop (bf16, compiled with CUDA graphs)", row)
 
     # --- summary
     result["flops_per_image"] = {"pixlm_pipeline_counted": pixlm_flops, "pixlm_generator_analytic": analytic_gen,

@@ -106,7 +106,7 @@ class AutoregressiveTransformer(nn.Module, Pretrained):
 
     def prepare_text(self, text: torch.Tensor, text_mask: torch.Tensor) -> dict:
         """Per-layer cross-attention keys/values of the prompt, computed once per generation."""
-        return {"kv": [blk.cross_attn.project_kv(text) for blk in self.blocks], "mask": text_mask}
+        return {"kv": [blk.cross_attn.prepare_context(text) for blk in self.blocks], "mask": text_mask}
 
     def _inputs(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, T) image tokens → (B, T) inputs: the start token, then the tokens shifted right by one."""

@@ -1,6 +1,15 @@
-"""Transformer pieces shared by the token generators: attention (self/cross, optional KV cache), MLP, block."""
+"""Transformer pieces shared by the token generators: attention (self/cross, optional KV cache), MLP, block.
+
+Attention computes through a *processor* (as in diffusers): :class:`AttnProcessor` here is the reference
+(projections, SDPA, output projection); ``pixlm.inference`` sets faster ones on the same modules at load time
+(fused projections, batched-matmul attention, cross-attention folded per prompt). A processor also prepares
+what a layer keeps of the text (``Attention.prepare_context``), as a :class:`PerText`: tensors with a declared
+text axis, so samplers can pad and stack prepared text without knowing what the tensors are.
+"""
 
 from __future__ import annotations
+
+from typing import Any, Callable, Iterable
 
 import torch
 import torch.nn as nn
@@ -27,27 +36,56 @@ def resolve_prepared(model, text: torch.Tensor | None, text_mask: torch.Tensor |
     return model.prepare_text(text, text_mask)
 
 
-def matmul_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
-    """softmax(q kᵀ / √d) v with two plain matmuls; ``attn_mask`` is boolean, True = attend.
+class PerText(tuple):
+    """A layer's tensors prepared from the text (e.g. keys and values), each batch-first, with its text axis in
+    ``dims``: what samplers need to pad prompts of different lengths and stack conditional and unconditional
+    rows (``pixlm.sampling.cfg``). Padded positions are masked out by the text mask."""
 
-    At pixlm's CPU sizes (64 image tokens, a few heads) this ran 1.5–2.7× faster than PyTorch's fused SDPA
-    kernels in our measurements; ``pixlm.fast.optimize`` switches to it on CPU. A fully masked row attends
-    uniformly instead of giving NaN.
+    dims: tuple[int, ...]
+
+    def __new__(cls, tensors: Iterable[torch.Tensor], dims: Iterable[int]) -> "PerText":
+        obj = super().__new__(cls, tensors)
+        obj.dims = tuple(dims)
+        if len(obj.dims) != len(obj):
+            raise ValueError(f"{len(obj)} tensors but {len(obj.dims)} text axes")
+        return obj
+
+    def map(self, fn: Callable[[torch.Tensor, int], torch.Tensor]) -> "PerText":
+        """``fn(tensor, text_axis)`` applied to each tensor; the same class and axes."""
+        return type(self)((fn(t, d) for t, d in zip(self, self.dims)), self.dims)
+
+    def __reduce__(self) -> Any:
+        return (type(self), (tuple(self), self.dims))
+
+
+class AttnProcessor:
+    """Reference attention: q and k/v projections, ``F.scaled_dot_product_attention``, output projection.
+
+    ``prepare(attn, context)`` → the layer's prepared text, ``PerText((k, v))`` each (B, H, S, Dh).
     """
-    scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
-    if attn_mask is not None:
-        scores = scores.masked_fill(~attn_mask, torch.finfo(scores.dtype).min)
-    return scores.softmax(-1) @ v
+
+    def prepare(self, attn: "Attention", context: torch.Tensor) -> PerText:
+        return PerText(attn.project_kv(context), (2, 2))
+
+    def __call__(self, attn: "Attention", x: torch.Tensor, context: torch.Tensor | None = None,
+                 mask: torch.Tensor | None = None, kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 is_causal: bool = False, residual: torch.Tensor | None = None) -> torch.Tensor:
+        b, t, d = x.shape
+        q = attn.q(x).view(b, t, attn.heads, -1).transpose(1, 2)  # (B, H, T, Dh)
+        k, v = kv if kv is not None else attn.project_kv(x if context is None else context)
+        attn_mask = None if mask is None else mask[:, None, None, :]  # (B, 1, 1, S): True = attend
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
+        out = attn.out(y.transpose(1, 2).reshape(b, t, d))
+        return out if residual is None else residual + out
 
 
 class Attention(nn.Module):
     """Multi-head attention. Self-attention when ``context`` is None; cross-attention otherwise.
 
-    ``kv`` lets a caller pass keys/values computed once (e.g. the text's, reused by every sampling step).
-    ``matmul`` (off by default) computes non-causal attention with :func:`matmul_attention` instead of SDPA.
+    ``kv`` lets a caller pass keys/values computed once (e.g. the text's, reused by every sampling step:
+    ``prepare_context``). ``residual``, when given, is added to the output (``residual + attention``), which
+    lets a processor fuse the add into the output projection. The computation is ``self.processor``'s.
     """
-
-    matmul = False
 
     def __init__(self, dim: int, heads: int, context_dim: int | None = None) -> None:
         super().__init__()
@@ -57,6 +95,11 @@ class Attention(nn.Module):
         self.q = nn.Linear(dim, dim, bias=False)
         self.kv_proj = nn.Linear(context_dim or dim, 2 * dim, bias=False)
         self.out = nn.Linear(dim, dim, bias=False)
+        self.processor: AttnProcessor = AttnProcessor()
+
+    def set_processor(self, processor: Any) -> None:
+        """Compute attention with ``processor`` from now on (``pixlm.inference`` sets faster ones)."""
+        self.processor = processor
 
     def project_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, S, Dc) → keys and values, each (B, H, S, Dh)."""
@@ -64,31 +107,32 @@ class Attention(nn.Module):
         k, v = self.kv_proj(context).view(b, s, 2, self.heads, -1).permute(2, 0, 3, 1, 4)
         return k, v
 
+    def prepare_context(self, context: torch.Tensor) -> PerText:
+        """(B, S, Dc) context → what the processor keeps of it for ``forward(kv=...)`` (keys and values by default)."""
+        return self.processor.prepare(self, context)
+
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, mask: torch.Tensor | None = None,
-                kv: tuple[torch.Tensor, torch.Tensor] | None = None, is_causal: bool = False) -> torch.Tensor:
-        b, t, d = x.shape
-        q = self.q(x).view(b, t, self.heads, -1).transpose(1, 2)  # (B, H, T, Dh)
-        k, v = kv if kv is not None else self.project_kv(x if context is None else context)
-        attn_mask = None if mask is None else mask[:, None, None, :]  # (B, 1, 1, S): True = attend
-        if self.matmul and not is_causal:
-            y = matmul_attention(q, k, v, attn_mask)
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
-        return self.out(y.transpose(1, 2).reshape(b, t, d))
+                kv: tuple[torch.Tensor, torch.Tensor] | None = None, is_causal: bool = False,
+                residual: torch.Tensor | None = None) -> torch.Tensor:
+        return self.processor(self, x, context=context, mask=mask, kv=kv, is_causal=is_causal, residual=residual)
 
 
 class MLP(nn.Module):
+    """fc1 → GELU (tanh form) → fc2; ``residual``, when given, is added to the output."""
+
     def __init__(self, dim: int, ratio: float = 4.0) -> None:
         super().__init__()
         hidden = int(dim * ratio)
         self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
+        self.act = nn.GELU(approximate="tanh")  # no weights: swapping it (pixlm.inference) keeps checkpoints as they are
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.fc2(self.act(self.fc1(x)))
+        return out if residual is None else residual + out
 
 
 class Block(nn.Module):
-    """Pre-norm block: self-attention, optional cross-attention to the text, MLP."""
+    """Pre-norm block: self-attention, optional cross-attention to the text, MLP (each adds to the residual)."""
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float, text_dim: int | None) -> None:
         super().__init__()
@@ -101,7 +145,7 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, self_mask: torch.Tensor | None = None,
                 text_kv: tuple[torch.Tensor, torch.Tensor] | None = None, text_mask: torch.Tensor | None = None,
                 is_causal: bool = False) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), mask=self_mask, is_causal=is_causal)
+        x = self.attn(self.norm1(x), mask=self_mask, is_causal=is_causal, residual=x)
         if self.cross:
-            x = x + self.cross_attn(self.norm2(x), mask=text_mask, kv=text_kv)
-        return x + self.mlp(self.norm3(x))
+            x = self.cross_attn(self.norm2(x), mask=text_mask, kv=text_kv, residual=x)
+        return self.mlp(self.norm3(x), residual=x)

@@ -49,9 +49,6 @@ class MaskedConfig:
 class MaskedTransformer(nn.Module, Pretrained):
     config_class = MaskedConfig
     kind = "masked"
-    # forward = head_logits(hidden(...)): pixlm.fast applies guidance to the hidden states and runs the head
-    # once (exact, as the head is affine)
-    splits_head = True
 
     def __init__(self, config: MaskedConfig) -> None:
         super().__init__()
@@ -70,14 +67,18 @@ class MaskedTransformer(nn.Module, Pretrained):
         self.apply(init_weights)
 
     def prepare_text(self, text: torch.Tensor, text_mask: torch.Tensor) -> dict:
-        """Work that depends only on the prompt, done once per generation rather than once per step."""
+        """Work that depends only on the prompt, done once per generation rather than once per step: per layer
+        the cross-attention's prepared text (keys and values, or what its processor keeps), or the projected prefix."""
         if self.config.conditioning == "cross":
-            return {"kv": [blk.cross_attn.project_kv(text) for blk in self.blocks], "mask": text_mask}
+            return {"kv": [blk.cross_attn.prepare_context(text) for blk in self.blocks], "mask": text_mask}
         return {"prefix": self.text_proj(text) + self.text_pos, "mask": text_mask}
 
     def forward(self, tokens: torch.Tensor, text: torch.Tensor | None = None, text_mask: torch.Tensor | None = None,
                 prepared: dict | None = None) -> torch.Tensor:
-        """tokens (B, N) with ``mask_id`` at masked places → logits (B, N, vocab_size)."""
+        """tokens (B, N) with ``mask_id`` at masked places → logits (B, N, vocab_size).
+
+        Split in two so that samplers can guide the final hidden states and run the head once (exact: the head
+        is affine and guidance's weights sum to 1)."""
         return self.head_logits(self.hidden(tokens, text, text_mask, prepared))
 
     def head_logits(self, h: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Autoregressive decoding: prefill the start token, then choose the N image tokens one by one.
 
-Each step filters the next-token logits (temperature, top-k, top-p), samples with a seeded
-``torch.Generator`` and feeds the choice back through ``decode_one_token`` over a static KV cache. With
+Each step filters the next-token logits (temperature, top-k, top-p), samples with seeded generators (one,
+or one per row: row i then draws only from generator i, see ``pixlm.sampling.randomness``) and feeds the choice back through ``decode_one_token`` over a static KV cache. With
 classifier-free guidance the conditional and unconditional rows share every forward (2B rows), and both
 halves receive the same chosen token.
 """
@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 
 from pixlm.sampling.cfg import concat_prepared, guide
+from pixlm.sampling.randomness import Generators, check_generators, inverse_cdf_sample, rand_rows
 
 StepCallback = Callable[[int, int, torch.Tensor], None]  # (step, total, tokens (B, N); vocab_size = not yet written)
 
@@ -42,14 +43,15 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
 
 
 def sample_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
-    """(B, V) logits → (B,) token ids; ``temperature`` 0 means greedy (argmax)."""
+                  generator: Generators = None) -> torch.Tensor:
+    """(B, V) logits → (B,) token ids; ``temperature`` 0 means greedy (argmax). ``generator``: one, or one per
+    row (row i then draws only from ``generator[i]``)."""
     if temperature < 0:
         raise ValueError(f"temperature={temperature} must be >= 0 (0 = greedy)")
     if temperature == 0:
         return logits.argmax(-1)
     probs = filter_logits(logits.float() / temperature, top_k, top_p).softmax(-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    return inverse_cdf_sample(probs, rand_rows(generator, probs.shape[0], (), probs.device))
 
 
 @dataclass
@@ -65,12 +67,14 @@ class AutoregressiveSampler:
             raise ValueError(f"temperature={self.temperature} must be >= 0 (0 = greedy)")
 
     @torch.no_grad()
-    def sample(self, model, cond: dict, uncond: dict | None, batch: int, generator: torch.Generator | None = None,
+    def sample(self, model, cond: dict, uncond: dict | None, batch: int, generator: Generators = None,
                callback: StepCallback | None = None, prefix: torch.Tensor | None = None) -> torch.Tensor:
         """Generate (B, N) tokens. ``cond``/``uncond`` come from ``model.prepare_text`` (uncond may be None).
 
-        ``prefix`` (B, P) fixes the first P raster-order tokens (e.g. to complete a partly given image).
+        ``generator``: one, or one per row. ``prefix`` (B, P) fixes the first P raster-order tokens (e.g. to
+        complete a partly given image).
         """
+        check_generators(generator, batch)
         cfg = model.config
         n, device = cfg.num_tokens, model.pos_emb.device
         use_cfg = uncond is not None and self.guidance_scale != 1.0

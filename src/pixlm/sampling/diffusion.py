@@ -2,7 +2,8 @@
 
 Start from Gaussian noise on the (d, 8, 8) FSQ code grid, run ``num_inference_steps`` denoising steps with
 classifier-free guidance (conditional and unconditional rows in one batched UNet call), then snap the grid
-to the FSQ levels and return token ids. Randomness comes only from the seeded ``torch.Generator``.
+to the FSQ levels and return token ids. Randomness comes only from the seeded generators (one, or one per row:
+row i's starting noise then comes only from generator i, see ``pixlm.sampling.randomness``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Callable
 import torch
 
 from pixlm.sampling.cfg import concat_prepared, guide
+from pixlm.sampling.randomness import Generators, randn_rows
 
 StepCallback = Callable[[int, int, torch.Tensor], None]  # (step, total, tokens (B, N) of the current estimate)
 SCHEDULERS = ("ddim", "dpmsolver")
@@ -31,7 +33,7 @@ class DiffusionSampler:
             raise ValueError(f"num_inference_steps={self.num_inference_steps!r} must be an integer >= 1")
 
     @torch.no_grad()
-    def sample(self, model, cond: dict, uncond: dict | None, batch: int, generator: torch.Generator | None = None,
+    def sample(self, model, cond: dict, uncond: dict | None, batch: int, generator: Generators = None,
                callback: StepCallback | None = None) -> torch.Tensor:
         """Generate (B, N) tokens. ``cond``/``uncond`` come from ``model.prepare_text`` (uncond may be None)."""
         c = model.config
@@ -43,7 +45,7 @@ class DiffusionSampler:
         device = next(model.parameters()).device
         use_cfg = uncond is not None and self.guidance_scale != 1.0
         both = concat_prepared(cond, uncond) if use_cfg else cond
-        x = torch.randn((batch, model.codes.channels, c.grid, c.grid), generator=generator, device=device)
+        x = randn_rows(generator, batch, (model.codes.channels, c.grid, c.grid), device)
         x = x * sched.init_noise_sigma  # (B, d, g, g)
         steps = len(sched.timesteps)
         for i, t in enumerate(sched.timesteps):
@@ -52,7 +54,7 @@ class DiffusionSampler:
             out = model(inp, t.expand(inp.shape[0]).to(device), both)
             if use_cfg:
                 out = guide(*out.chunk(2), self.guidance_scale)
-            res = sched.step(out, t, x, generator=generator)
+            res = sched.step(out, t, x, generator=generator)  # (diffusers takes a list too: one per row)
             x = res.prev_sample
             if callback is not None:
                 est = getattr(res, "pred_original_sample", None)

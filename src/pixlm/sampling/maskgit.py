@@ -1,8 +1,16 @@
 """MaskGIT decoding: start fully masked, and in K parallel steps commit the most confident tokens.
 
-The sampler owns the loop (steps, schedule, temperature, guidance, randomness); the network only maps
-(tokens, text) → logits. Conditional and unconditional rows run in one batched forward for CFG.
-``commit_step`` is the commit rule, shared with the fixed-shape loop in :mod:`pixlm.fast`.
+The sampler owns the loop (steps, schedule, temperature, guidance, randomness); the network maps
+(tokens, text) → final hidden states (``hidden``) and those → logits (``head_logits``). One loop serves every
+case (fresh images, previews, editing with frozen tokens, revision) and every device: fixed shapes and no
+host syncs inside it, so it runs as is under ``torch.compile``/CUDA graphs.
+
+* Randomness is drawn up front, per row (``pixlm.sampling.randomness``): two uniforms per token and step.
+  Token values are drawn by inverse-CDF sampling, commit order by Gumbel noise on the confidences.
+* Guidance is a lerp on the final hidden states, then the head once: exact (the head is affine and the
+  lerp's weights sum to 1), and the unconditional rows skip the vocabulary-sized head.
+* At step 0 every token of a fresh image is masked, so unconditional rows with the same negative prompt see
+  the same input: one of them is computed and shared (exact up to the rounding of a smaller batch).
 """
 
 from __future__ import annotations
@@ -13,7 +21,8 @@ from typing import Callable
 
 import torch
 
-from pixlm.sampling.cfg import concat_prepared
+from pixlm.sampling.cfg import concat_prepared, map_tensors, take_rows
+from pixlm.sampling.randomness import Generators, check_generators, inverse_cdf_sample, rand_rows
 
 StepCallback = Callable[[int, int, torch.Tensor], None]  # (step, total_steps, tokens (B, N); mask_id = masked)
 
@@ -32,52 +41,81 @@ class MaskGITSampler:
         return [int(math.floor(num_tokens * math.cos(math.pi / 2 * (i + 1) / k))) for i in range(k)]
 
     @torch.no_grad()
-    def sample(self, model, cond: dict, uncond: dict | None, batch: int, generator: torch.Generator | None = None,
+    def sample(self, model, cond: dict, uncond: dict | None, batch: int, generator: Generators = None,
                callback: StepCallback | None = None, init_tokens: torch.Tensor | None = None,
                keep: torch.Tensor | None = None) -> torch.Tensor:
         """Generate (B, N) tokens. ``cond``/``uncond`` come from ``model.prepare_text`` (uncond may be None).
 
-        ``init_tokens`` with a boolean ``keep`` (B, N) fixes some tokens (inpainting, variations); the rest
-        start masked and are decoded on the same schedule, scaled to the masked count.
+        ``generator``: one generator, or one per row (row i then draws only from ``generator[i]``).
+        ``init_tokens`` with a boolean ``keep`` (B, N) fixes some tokens (inpainting, variations): they never
+        move, and the rest start masked and are decoded on the same schedule, scaled to the masked count.
+        ``callback(step, steps, tokens)`` sees the tokens after every step (previews).
         """
-        if getattr(model, "fixed_loop", False) and callback is None and init_tokens is None:
-            return model.sample_fixed(self, cond, uncond, batch, generator)  # pixlm.fast: fixed-shape, sync-free
         cfg = model.config
-        n, mask_id = cfg.num_tokens, cfg.mask_id
+        n, mask_id, steps = cfg.num_tokens, cfg.mask_id, self.num_inference_steps
         device = model.pos_emb.device
+        check_generators(generator, batch)
         tokens = torch.full((batch, n), mask_id, dtype=torch.long, device=device)
+        frozen = None
         if init_tokens is not None:
             keep = keep if keep is not None else torch.zeros_like(init_tokens, dtype=torch.bool)
             tokens = torch.where(keep, init_tokens, tokens)
-        frozen = tokens != mask_id  # given by the caller: never re-masked
+            frozen = tokens != mask_id  # given by the caller: never re-masked
         use_cfg = uncond is not None and self.guidance_scale != 1.0
-        both = concat_prepared(cond, uncond) if use_cfg else cond
-        to_fill = (~frozen).sum(1)  # (B,) tokens this call must decode
-        steps = self.num_inference_steps
-        draw_on = generator.device if generator is not None else device
-        for i in range(steps):
-            if not bool((tokens == mask_id).any()):
-                break
-            x = torch.cat([tokens, tokens]) if use_cfg else tokens
-            logits = model(x, prepared=both).float()  # (B or 2B, N, V)
-            if use_cfg:
-                c, u = logits.chunk(2)
-                logits = u + self.guidance_scale * (c - u)
-            probs = torch.softmax(logits / max(self.temperature, 1e-4), dim=-1)
-            # draw where the generator lives (a CPU generator cannot drive CUDA kernels), then move the result
-            flat = probs.view(-1, probs.shape[-1]).to(draw_on)
-            sampled = torch.multinomial(flat, 1, generator=generator).view(batch, n).to(device)
-            gumbel = None
-            if self.choice_temperature > 0:
-                u01 = torch.rand(sampled.shape, generator=generator, device=draw_on).to(device).clamp(1e-20, 1 - 1e-7)
-                gumbel = -torch.log(-torch.log(u01))
-            n_next = (to_fill.float() * math.cos(math.pi / 2 * (i + 1) / steps)).floor().long()  # (B,)
-            tokens = commit_step(tokens, sampled, probs, gumbel, i, steps, n_next, mask_id=mask_id,
-                                 choice_temperature=self.choice_temperature, revise_margin=self.revise_margin,
-                                 frozen=frozen)
-            if callback is not None:
-                callback(i, steps, tokens)
-        return tokens
+        prepared = concat_prepared(cond, uncond) if use_cfg else cond
+        first = None
+        if use_cfg and frozen is None and _same_rows(uncond):  # fresh images, one negative prompt: share step 0's
+            first = concat_prepared(cond, take_rows(uncond, 0, 1))
+        u = rand_rows(generator, batch, (2, steps, n), device).transpose(0, 2)  # (steps, 2, B, N)
+        return maskgit_loop(model, prepared, tokens, u[:, 0], u[:, 1], mask_id=mask_id, steps=steps,
+                            guidance_scale=float(self.guidance_scale), use_cfg=use_cfg,
+                            temperature=float(self.temperature), choice_temperature=float(self.choice_temperature),
+                            revise_margin=self.revise_margin, frozen=frozen, first_prepared=first, callback=callback)
+
+
+def _same_rows(prepared: dict) -> bool:
+    """Whether every row of ``prepare_text`` output equals the first (one negative prompt for all rows)."""
+    rows: list[bool] = []
+    map_tensors(lambda t: rows.append(bool((t == t[:1]).all())), prepared)
+    return all(rows)
+
+
+def maskgit_loop(model, prepared: dict, tokens: torch.Tensor, u_token: torch.Tensor, u_choice: torch.Tensor, *,
+                 mask_id: int, steps: int, guidance_scale: float, use_cfg: bool, temperature: float,
+                 choice_temperature: float, revise_margin: float | None = None, frozen: torch.Tensor | None = None,
+                 first_prepared: dict | None = None, callback: StepCallback | None = None) -> torch.Tensor:
+    """The K-step MaskGIT loop with fixed shapes and no host syncs: (B, N) start tokens → (B, N) tokens.
+
+    ``prepared``: the model's prepared text, conditional rows then (when ``use_cfg``) unconditional ones.
+    ``u_token``, ``u_choice``: (steps, B, N) uniforms in [0, 1) for the token draws and the commit noise.
+    ``frozen`` (B, N): positions that never change. ``first_prepared``: the conditional rows then one shared
+    unconditional row, used at step 0 when every unconditional row sees the same input.
+    """
+    b = tokens.shape[0]
+    to_fill = (tokens == mask_id).sum(1).float()  # (B,): the schedule scales to what this call must decode
+    gumbels = None
+    if choice_temperature > 0:  # all steps' commit noise in one op (launches cost more than arithmetic here)
+        gumbels = -torch.log(-torch.log(u_choice.clamp(1e-20, 1 - 1e-7)))  # (steps, B, N)
+    inv_t = 1.0 / max(temperature, 1e-4)
+    for i in range(steps):
+        if use_cfg and i == 0 and first_prepared is not None:
+            h = model.hidden(torch.cat([tokens, tokens[:1]]), prepared=first_prepared).float()  # (B + 1, N, C)
+            out = torch.lerp(h[b:].expand(b, -1, -1), h[:b], guidance_scale)
+        elif use_cfg:
+            c, u = model.hidden(torch.cat([tokens, tokens]), prepared=prepared).float().chunk(2)  # (B, N, C) each
+            out = torch.lerp(u, c, guidance_scale)  # u + scale · (c − u)
+        else:
+            out = model.hidden(tokens, prepared=prepared)
+        logits = model.head_logits(out).float() * inv_t  # (B, N, V)
+        probs = torch.softmax(logits, dim=-1)
+        sampled = inverse_cdf_sample(probs, u_token[i])  # (B, N)
+        gumbel = gumbels[i] if gumbels is not None else None
+        n_next = (to_fill * math.cos(math.pi / 2 * (i + 1) / steps)).floor().long()  # (B,)
+        tokens = commit_step(tokens, sampled, probs, gumbel, i, steps, n_next, mask_id=mask_id,
+                             choice_temperature=choice_temperature, revise_margin=revise_margin, frozen=frozen)
+        if callback is not None:
+            callback(i, steps, tokens)
+    return tokens
 
 
 def commit_step(tokens: torch.Tensor, sampled: torch.Tensor, probs: torch.Tensor, gumbel: torch.Tensor | None,

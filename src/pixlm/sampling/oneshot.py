@@ -7,6 +7,8 @@ from typing import Callable
 
 import torch
 
+from pixlm.sampling.randomness import Generators, randn_rows
+
 StepCallback = Callable[[int, int, torch.Tensor], None]
 
 
@@ -22,9 +24,11 @@ class OneShotSampler:
 
     @torch.no_grad()
     def sample(self, model, cond: dict, uncond: dict | None = None, batch: int = 1,
-               generator: torch.Generator | None = None, callback: StepCallback | None = None) -> torch.Tensor:
-        """Generate (B, N) tokens in one generator forward. ``uncond`` is unused (no guidance in one shot)."""
-        z = model.noise(batch, generator, self.temperature)  # (B, z_dim)
+               generator: Generators = None, callback: StepCallback | None = None) -> torch.Tensor:
+        """Generate (B, N) tokens in one generator forward. ``uncond`` is unused (no guidance in one shot).
+        ``generator``: one, or one per row (row i's noise then comes only from ``generator[i]``)."""
+        device = next(model.parameters()).device
+        z = randn_rows(generator, batch, (model.config.z_dim,), device) * self.temperature  # (B, z_dim)
         tokens = model.codes.to_tokens(model.generate_codes(z, cond))  # (B, N)
         if callback is not None:
             callback(0, 1, tokens)
