@@ -117,6 +117,11 @@ class TextToImagePipeline:
         check_number(num_images, images_name, 1, MAX_IMAGES_PER_PROMPT, integer=True)
         check_number(steps, "num_inference_steps", 1, MAX_STEPS, integer=True)
         check_number(scale, "guidance_scale", 0.0, MAX_GUIDANCE, integer=False)
+        distilled = self.defaults.get("distilled_steps")  # a student of pixlm.train.distill draws in that many only
+        if distilled is not None and steps != distilled:
+            raise ValueError(f"num_inference_steps={steps}: this model was distilled to draw in {distilled} steps "
+                             f"(model_index.json defaults.distilled_steps); use {distilled}, or its teacher for "
+                             "other step counts")
         return steps, scale
 
     def text_conditioning(self, rows: list[str], negatives: list[str] | None,

@@ -1,0 +1,271 @@
+"""Distil an 8-step guided masked generator into a student that draws in 1, 2 or 4 steps with guidance built in.
+
+    python -m pixlm.train.distill --teacher shapes --out runs/distill/k2 --steps-student 2 --resume
+
+writes ``OUT/pipeline``: the teacher's tokenizer, text encoder, expander and captioner with the student generator,
+whose ``model_index.json`` defaults are the teacher's with ``num_inference_steps = distilled_steps = k`` and
+``guidance_scale = 1`` (no unconditional row). Run the same command again to resume (``--resume``).
+
+Method: *trajectory distillation with Monte-Carlo targets* (sequence-level knowledge distillation on the
+teacher's own sampling trajectories)
+-----------------------------------------------------------------------------------------------------------
+1. Rollouts. The teacher runs its own sampler at its own defaults (K = 8 MaskGIT steps, guidance, temperatures,
+   revision) on P prompts, one seeded generator per prompt; every intermediate token grid is kept (``(P, K, N)``,
+   cached in ``OUT/rollouts/`` chunk by chunk, a pure function of (seed, prompt index)).
+2. States. The student's k-step cosine schedule visits k states: all masked, then the grids with
+   ``floor(N cos(pi/2 j/k))`` tokens still masked, j = 1 … k-1. Because the teacher uses the same cosine schedule,
+   the teacher's grid after its step ``K j/k - 1`` has exactly that many masked tokens: those grids are the
+   states a k-step sampler on the teacher's path goes through.
+3. Loss. From each of those states the student predicts, at every masked position, the teacher's *final* token of
+   that rollout (cross-entropy). The final grid is one sample of what the teacher's remaining ``K (1 - j/k)`` guided
+   steps make of the state, so the loss is an unbiased estimate of the KL from that multi-step guided
+   distribution to the student's one-step prediction: the whole rest of the trajectory, guidance included, is
+   folded into one forward. The student starts from the teacher's weights and sees only the prompt (no
+   condition dropout), so guidance is built in and it samples with ``guidance_scale = 1``.
+
+Why this and not the alternatives, for an 8×8-token, 8-step CFG teacher trained on a CPU in limited time:
+
+* SDTT (Deschenaux & Gulcehre 2024, self-distillation through time) matches a student's one step to two teacher
+  steps and halves the step count in rounds (8 → 4 → 2 → 1), each round a training run. Taking the targets from
+  the *full* rollout instead reaches any k in one run, and each rollout is reused for all k student states of a
+  step: the rollouts, not the student's updates, are what costs here (16 row-forwards of the teacher per picture).
+  The same rollouts serve several runs (k = 1, 2, 4) when they share ``--rollouts`` and ``--seed``.
+* Di[M]O (Zhu et al. 2025) distils into one step by on-policy token-level distribution matching: it needs an
+  auxiliary "fake" model trained on the student's samples next to the student and a random-token initial state,
+  i.e. two trained networks and many optimisation steps (GPU-hours in the paper). That is the route for a true
+  one-step student with diverse samples; on a few CPU minutes the simpler sample-based objective is what trains.
+  Its known weakness, which this recipe shares: with k = 1 every token is drawn independently from the student's
+  per-position marginals, so scenes whose layout the prompt leaves open can mix modes. A low sampling temperature
+  (the teacher's, kept in the defaults) keeps each position near its mode; k = 2 already lets the second step
+  condition on the first.
+* Guidance distillation (Meng et al. 2023, used by LCM and SD-Turbo): the student is trained on the *guided*
+  teacher's outputs and run without an unconditional row, halving the rows per step on top of the step saving.
+  The guidance scale is fixed at the teacher's default (no scale embedding: the architecture stays the teacher's,
+  so every inference swap in ``pixlm.inference`` applies unchanged).
+* MaskGIT's own sampler stays the student's sampler: same schedule, temperature, commit noise and revision, just
+  k steps. Only states on the teacher's path are trained (no on-policy states): for k ≤ 4 the student's own states
+  after one step are close to the teacher's; rollouts of the teacher completing the student's states would be the
+  next refinement.
+
+The student keeps the teacher's size; its speed comes from ``k`` steps of one row instead of ``K`` steps of two.
+Asking a distilled model for another step count is an error (``TextToImagePipeline.sampling_settings``).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from tqdm.auto import tqdm
+
+from pixlm.models.masked import MaskedTransformer
+from pixlm.pipelines.text_to_image import TextToImagePipeline, load_pipeline
+from pixlm.sampling.registry import make_sampler
+from pixlm.train.common import config_parser, save_tensors_atomic
+from pixlm.train.generator import _append, _encode_texts, gather_text, quick_accuracy, save_samples
+from pixlm.train.loop import TrainLoop, param_groups
+
+
+@dataclass
+class DistillConfig:
+    teacher: str = "shapes"  # a model folder, or a bundled model's name (shapes, emoji)
+    out: str = "runs/distill"
+    steps_student: int = 2  # the student's sampling steps (a divisor of the teacher's, smaller than it)
+    prompts: str = ""  # a text file of prompts (one per line) or a JSONL with "prompt"/"text"; empty = shapes prompts
+    rollouts: int = 2048  # teacher rollouts (prompt, trajectory) to distil from
+    rollout_batch: int = 64  # prompts per teacher sampling call (and per cached chunk)
+    steps: int = 1000
+    batch_size: int = 32  # rollouts per step; each gives steps_student student rows
+    lr: float = 1e-4
+    warmup: int = 20
+    weight_decay: float = 0.01
+    ema: float = 0.998
+    seed: int = 0
+    log_every: int = 25
+    eval_every: int = 250  # quick accuracy of the student (and a sample grid)
+    eval_prompts: int = 48
+    ckpt_every: int = 100
+    max_minutes: float = 0.0  # wall-clock limit counted from the start (rollouts included); 0 = none
+    stop_after: int = 0  # stop after this step (0 = run to ``steps``); the schedule still spans ``steps``
+    resume: bool = False
+
+
+# ---------------------------------------------------------------------------------------------- prompts
+def shapes_prompt(seed: int, i: int) -> str:
+    """Prompt ``i`` of the shapes world, a pure function of (seed, i), drawn like the teacher's training pool:
+    canonical captions, group relations, informal wording and the weak categories' phrasings."""
+    from pixlm.data import loose, phrasing
+    from pixlm.data.shapes import caption, group_relation_scene, random_scene
+
+    rng = random.Random(seed * 1_000_003 + i)
+    kind = rng.random()
+    if kind < 0.4:
+        return caption(random_scene(rng), rng)
+    if kind < 0.55:
+        return group_relation_scene(rng)[1]
+    if kind < 0.75:
+        return loose.loose(loose.intent_from_scene(random_scene(rng), rng), rng)
+    return phrasing.training_pair(rng)[1]
+
+
+def read_prompt_file(path: str) -> list[str]:
+    """Prompts from a text file (one per line) or a JSONL file whose rows have ``prompt`` or ``text``."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"prompts={path!r} is not a file")
+    lines = [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if p.suffix == ".jsonl":
+        rows = [json.loads(line) for line in lines]
+        lines = [r.get("prompt", r.get("text")) for r in rows]
+        if not all(isinstance(t, str) and t for t in lines):
+            raise ValueError(f"{path}: every row needs a non-empty 'prompt' (or 'text') string")
+    if not lines:
+        raise ValueError(f"prompts={path!r} holds no prompts")
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------- rollouts
+def check_steps(teacher_steps: int, student_steps: int) -> None:
+    """The student's steps must divide the teacher's (so its states lie on the teacher's schedule) and be fewer."""
+    if not isinstance(student_steps, int) or not 1 <= student_steps < teacher_steps \
+            or teacher_steps % student_steps:
+        allowed = [k for k in range(1, teacher_steps) if teacher_steps % k == 0]
+        raise ValueError(f"steps_student={student_steps!r}: must divide the teacher's {teacher_steps} steps and be "
+                         f"smaller; allowed: {allowed}")
+
+
+@torch.no_grad()
+def teacher_rollouts(teacher: TextToImagePipeline, prompts: list[str], seeds: list[int]) -> torch.Tensor:
+    """The teacher's sampler at its defaults on ``prompts`` (row i seeded ``seeds[i]``): every intermediate grid,
+    (B, K, N) int64, the last one the final picture's tokens."""
+    d = teacher.defaults
+    steps, scale = d["num_inference_steps"], d["guidance_scale"]
+    sampler = make_sampler("masked", steps, scale, d["temperature"], d)
+    cond, uncond = teacher.text_conditioning(prompts, None, scale)
+    grids: list[torch.Tensor] = []
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    sampler.sample(teacher.generator, cond, uncond, len(prompts), generator=gens,
+                   callback=lambda i, k, tokens: grids.append(tokens.clone()))
+    return torch.stack(grids, 1)
+
+
+def build_rollouts(cfg: DistillConfig, teacher: TextToImagePipeline, run: Path) -> dict[str, torch.Tensor]:
+    """``cfg.rollouts`` teacher trajectories ``tokens`` (P, K, N) int16 with their prompts' ragged text states
+    (``text``, ``offsets``, as the generator trainer's pool), cached chunk by chunk in ``run/rollouts/``."""
+    file_prompts = read_prompt_file(cfg.prompts) if cfg.prompts else None
+    folder = run / "rollouts"
+    folder.mkdir(parents=True, exist_ok=True)
+    pool: dict[str, torch.Tensor] | None = None
+    starts = range(0, cfg.rollouts, cfg.rollout_batch)
+    for c, start in enumerate(tqdm(starts, desc="teacher rollouts")):
+        path = folder / f"chunk-{c:05d}.safetensors"
+        idx = range(start, min(start + cfg.rollout_batch, cfg.rollouts))
+        if not path.is_file():
+            prompts = [file_prompts[i % len(file_prompts)] if file_prompts else shapes_prompt(cfg.seed, i)
+                       for i in idx]
+            tokens = teacher_rollouts(teacher, prompts, [cfg.seed * 1_000_003 + i for i in idx])
+            chunk = {"tokens": tokens.to(torch.int16), **_encode_texts(teacher.text_encoder, prompts, None)}
+            save_tensors_atomic(chunk, path, {"prompts": json.dumps(prompts)})
+        chunk = load_file(str(path))
+        if chunk["tokens"].shape[0] != len(idx):
+            raise ValueError(f"{path} holds {chunk['tokens'].shape[0]} rollouts, expected {len(idx)}: it was made "
+                             f"with another --rollout-batch; use that value or a new --out")
+        pool = chunk if pool is None else _append(pool, chunk)
+    assert pool is not None
+    return pool
+
+
+def student_states(trajectories: torch.Tensor, k: int, mask_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k states a k-step sampler visits on each teacher trajectory (B, K, N), and their targets.
+
+    Returns ``states`` (B·k, N) — rollout b's state j at row b·k + j: all masked for j = 0, the teacher's grid
+    after step K·j/k - 1 otherwise — and ``targets`` (B·k, N), the rollout's final grid repeated."""
+    b, steps, n = trajectories.shape
+    first = torch.full((b, 1, n), mask_id, dtype=trajectories.dtype)
+    later = trajectories[:, [steps * j // k - 1 for j in range(1, k)]]  # (B, k - 1, N)
+    states = torch.cat([first, later], 1).reshape(b * k, n)
+    targets = trajectories[:, -1:].expand(b, k, n).reshape(b * k, n)
+    return states, targets
+
+
+def student_defaults(teacher_defaults: dict, k: int) -> dict:
+    """The teacher's sampling defaults for a k-step student with guidance built in."""
+    return {**teacher_defaults, "num_inference_steps": k, "guidance_scale": 1.0, "distilled_steps": k}
+
+
+def student_pipeline(teacher: TextToImagePipeline, student: MaskedTransformer, k: int) -> TextToImagePipeline:
+    """A pipeline of the teacher's components with ``student`` as its generator and the student's defaults."""
+    pipe = TextToImagePipeline(teacher.vq, teacher.text_encoder, student, student_defaults(teacher.defaults, k),
+                               device=str(teacher.device))
+    pipe.expander_path, pipe.captioner_path = teacher.expander_path, teacher.captioner_path
+    return pipe
+
+
+# ---------------------------------------------------------------------------------------------- training
+def distill(cfg: DistillConfig) -> Path:
+    """Distil (or resume distilling) ``cfg.teacher`` into a ``cfg.steps_student``-step student; returns
+    ``OUT/pipeline``."""
+    teacher = load_pipeline(cfg.teacher, precision="reference")  # plain float32 modules: the student trains on them
+    d = teacher.defaults
+    if teacher.generator.kind != "masked":
+        raise ValueError(f"teacher {cfg.teacher!r} has a {teacher.generator.kind!r} generator; distillation needs a "
+                         "masked one")
+    if "distilled_steps" in d:
+        raise ValueError(f"teacher {cfg.teacher!r} is itself a {d['distilled_steps']}-step student; distil from the "
+                         "model it came from")
+    k = cfg.steps_student
+    check_steps(d["num_inference_steps"], k)
+    for name in ("rollouts", "rollout_batch", "batch_size", "steps", "eval_prompts"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name}={getattr(cfg, name)} must be >= 1")
+    loop = TrainLoop(cfg)
+    if loop.accelerator.num_processes > 1:
+        raise ValueError("distillation runs in one process (the rollouts are built and read by it alone)")
+    run = loop.run
+    pool = build_rollouts(cfg, teacher, run)
+    student = MaskedTransformer(teacher.generator.config)
+    student.load_state_dict(teacher.generator.state_dict())  # start from the teacher
+    opt = torch.optim.AdamW(param_groups(student, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98))
+    (model,) = loop.prepare({"raw": student}, opt, ema=True)
+    mask_id = student.config.mask_id
+    stop = loop.stop_when(cfg.max_minutes, cfg.stop_after)
+
+    def step_fn(step: int) -> dict:
+        """``batch_size`` rollouts drawn from (seed, step), each giving the student its k states."""
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        idx = torch.randint(0, pool["tokens"].shape[0], (cfg.batch_size,), generator=gen)
+        states, targets = student_states(pool["tokens"][idx].long(), k, mask_id)
+        text, text_mask = gather_text(pool, idx)
+        masked = states == mask_id
+        logits = model(states, text.repeat_interleave(k, 0), text_mask.repeat_interleave(k, 0))  # (B·k, N, V)
+        loss = F.cross_entropy(logits[masked].float(), targets[masked])
+        loop.accelerator.backward(loss)
+        return {"loss": loss.detach()}
+
+    def evaluate(done: int) -> dict:
+        pipe = student_pipeline(teacher, loop.ema, k)
+        row = {"quick_acc": quick_accuracy(pipe, cfg.eval_prompts)}
+        save_samples(pipe, run / f"samples-{done:07d}.png")
+        return row
+
+    loop.fit(step_fn, ema_decay=cfg.ema, clip_norm=1.0, evaluate=evaluate, eval_every=cfg.eval_every,
+             log_extra=lambda done: {"rollouts_seen": done * cfg.batch_size}, plot=("loss", "quick_acc"), stop=stop)
+    loop.finish(lambda: student_pipeline(teacher, loop.ema, k).save_pretrained(run / "pipeline"))
+    return run / "pipeline"
+
+
+def main(argv: list[str] | None = None) -> Any:
+    args = config_parser(DistillConfig, __doc__).parse_args(argv)
+    path = distill(DistillConfig(**vars(args)))
+    print(path)
+    return path
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""Distillation (pixlm.train.distill) on tiny models: the states and targets, a run, its resume, and the student."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from pixlm.pipelines.text_to_image import load_pipeline
+from pixlm.testing import tiny_pipeline
+from pixlm.train.distill import DistillConfig, check_steps, distill, student_states
+
+TEACHER_DEFAULTS = {"num_inference_steps": 4, "guidance_scale": 2.0, "temperature": 0.7, "choice_temperature": 1.0,
+                    "revise_margin": 2.0}
+
+
+def test_student_states_lie_on_the_teacher_path() -> None:
+    mask = 99
+    traj = torch.arange(2 * 8 * 3).view(2, 8, 3)  # (B=2 rollouts, K=8 teacher steps, N=3 tokens)
+    states, targets = student_states(traj, 4, mask)
+    assert states.shape == targets.shape == (8, 3)
+    assert (states[0] == mask).all() and (states[4] == mask).all()  # every rollout starts fully masked
+    # state j of rollout b: the teacher's grid after its step 8·j/4 - 1 = 1, 3, 5
+    assert torch.equal(states[1:4], traj[0, [1, 3, 5]]) and torch.equal(states[5:8], traj[1, [1, 3, 5]])
+    assert torch.equal(targets[:4], traj[0, 7].expand(4, 3)) and torch.equal(targets[4:], traj[1, 7].expand(4, 3))
+    one, one_t = student_states(traj, 1, mask)
+    assert (one == mask).all() and torch.equal(one_t, traj[:, 7])
+
+
+@pytest.mark.parametrize("k", [3, 8, 0, 12])
+def test_student_steps_must_divide_the_teachers(k: int) -> None:
+    with pytest.raises(ValueError, match=rf"steps_student={k}.*allowed: \[1, 2, 4\]"):
+        check_steps(8, k)
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pipe = tiny_pipeline(seed=1)
+    pipe.defaults.update(TEACHER_DEFAULTS)
+    return pipe.save_pretrained(tmp_path_factory.mktemp("teacher") / "model")
+
+
+def _cfg(teacher: Path, out: Path, **kw) -> DistillConfig:
+    return DistillConfig(teacher=str(teacher), out=str(out), steps_student=2, rollouts=6, rollout_batch=1, steps=4,
+                         batch_size=3, lr=1e-3, warmup=1, log_every=1, ckpt_every=2, eval_every=0, eval_prompts=2,
+                         **kw)
+
+
+def test_distill_writes_a_student_that_draws_in_its_steps_and_resumes_exactly(teacher_dir: Path,
+                                                                               tmp_path: Path) -> None:
+    whole = distill(_cfg(teacher_dir, tmp_path / "a"))
+    run = tmp_path / "b"
+    distill(_cfg(teacher_dir, run, stop_after=2))
+    assert json.loads((run / "checkpoints" / "step-0000002" / "state.json").read_text())["step"] == 2
+    resumed = distill(_cfg(teacher_dir, run, resume=True))
+    steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [s for s in steps if s > 2] == [3, 4]  # continued at step 3
+    a, b = load_file(str(whole / "generator" / "model.safetensors")), load_file(str(resumed / "generator" /
+                                                                                   "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # resumed = uninterrupted
+
+    teacher = load_pipeline(str(teacher_dir), precision="reference")
+    t0 = load_file(str(teacher_dir / "generator" / "model.safetensors"))
+    assert any(not torch.equal(t0[k], a[k]) for k in a)  # the student trained away from its teacher's weights
+
+    index = json.loads((whole / "model_index.json").read_text())
+    assert index["defaults"] == {**teacher.defaults, "num_inference_steps": 2, "guidance_scale": 1.0,
+                                 "distilled_steps": 2}
+    student = load_pipeline(str(whole), precision="reference")
+    seen: list[int] = []
+    out = student.generate("a red circle", seed=0, callback=lambda i, k, tokens: seen.append(k))
+    assert seen == [2, 2] and out.tokens.shape == (1, 8, 8)
+    with pytest.raises(ValueError, match="num_inference_steps=4: this model was distilled to draw in 2 steps"):
+        student("a red circle", num_inference_steps=4)
+    with pytest.raises(ValueError, match="itself a 2-step student"):
+        distill(_cfg(whole, tmp_path / "c"))
+
+
+def test_rollouts_are_the_teachers_own_pictures(teacher_dir: Path, tmp_path: Path) -> None:
+    cfg = replace(_cfg(teacher_dir, tmp_path / "r"), steps=1, rollouts=2)
+    distill(cfg)
+    teacher = load_pipeline(str(teacher_dir), precision="reference")
+    for i in range(2):
+        path = tmp_path / "r" / "rollouts" / f"chunk-{i:05d}.safetensors"
+        with safe_open(str(path), "pt") as f:
+            (prompt,) = json.loads(f.metadata()["prompts"])
+            traj = f.get_tensor("tokens")  # (1, K, N)
+        assert traj.shape == (1, 4, 64)
+        drawn = teacher.generate(prompt, seed=cfg.seed * 1_000_003 + i).tokens.flatten()
+        assert torch.equal(traj[0, -1].long(), drawn)  # the final grid is the teacher's picture for that seed
+        masked = (traj[0] == teacher.generator.config.mask_id).sum(1).tolist()
+        assert masked == [math.floor(64 * math.cos(math.pi / 2 * (s + 1) / 4)) for s in range(4)]
