@@ -1,4 +1,4 @@
-"""The one training loop every trainer runs: run folder → resume → prepare → schedule → step → log → checkpoint.
+"""One training loop for every trainer: run folder → resume → prepare → schedule → step → log → checkpoint.
 
 A trainer (tokenizer, generator, captioner, expander, the pool families, the GAN) builds its models and optimizer
 and hands :class:`TrainLoop` a *step function*: the forward and backward passes of one optimisation step
@@ -112,6 +112,10 @@ class Budget:
 
     def exhausted(self) -> bool:
         return bool(self.limit_s) and self.spent_s >= self.limit_s
+
+    def reason(self) -> str:
+        """Why the run stops here ("" while the budget lasts)."""
+        return f"max_minutes={self.max_minutes} of {self.clock_name} time reached" if self.exhausted() else ""
 
 
 class TrainLoop:
@@ -233,14 +237,16 @@ class TrainLoop:
             if budget is not None:
                 budget.stop()
             done = step + 1
-            reason = (stop(done) if stop else "") or ("budget" if budget is not None and budget.exhausted() else "")
-            if reason == "budget":
-                reason = f"max_minutes={budget.max_minutes} of {budget.clock_name} time reached"
+            reason = (stop(done) if stop else "") or (budget.reason() if budget is not None else "")
+            if (stop or budget) and acc.num_processes > 1:  # clocks differ: every process stops where the main one does
+                from accelerate.utils import broadcast_object_list
+
+                reason = broadcast_object_list([reason])[0]
             last = done == end or bool(reason)
             if self.main and (done % cfg.log_every == 0 or done == end):
-                row = {"step": done, **{k: float(v) for k, v in metrics.items()}, "lr": self.optimizer.param_groups[0]["lr"],
-                       **(budget.state() if budget is not None else {"elapsed_s": time.time() - t0})}
-                row.update(log_extra(done) if log_extra else {})
+                clock = budget.state() if budget is not None else {"elapsed_s": time.time() - t0}
+                row = {"step": done, **{k: float(v) for k, v in metrics.items()},
+                       "lr": self.optimizer.param_groups[0]["lr"], **clock, **(log_extra(done) if log_extra else {})}
                 if evaluate and (done == end or eval_every and done % eval_every == 0):
                     row.update(evaluate(done))
                 self.log.append(row)
