@@ -96,3 +96,24 @@ def test_rollouts_are_the_teachers_own_pictures(teacher_dir: Path, tmp_path: Pat
         assert torch.equal(traj[0, -1].long(), drawn)  # the final grid is the teacher's picture for that seed
         masked = (traj[0] == teacher.generator.config.mask_id).sum(1).tolist()
         assert masked == [math.floor(64 * math.cos(math.pi / 2 * (s + 1) / 4)) for s in range(4)]
+
+
+def test_bench_runs_a_student_at_its_own_step_count(teacher_dir: Path, tmp_path: Path) -> None:
+    from pixlm.data.specs import load_specs
+    from pixlm.eval.bench import BenchConfig, run_bench
+    from pixlm.train.distill import student_pipeline
+
+    teacher = load_pipeline(str(teacher_dir), precision="reference")
+    student_dir = student_pipeline(teacher, teacher.generator, 1).save_pretrained(tmp_path / "s1")
+    rows, seen = [], set()
+    for r in load_specs(None):
+        if r["prompt"] not in seen and len(rows) < 23:
+            seen.add(r["prompt"])
+            rows.append(r)
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = BenchConfig(warmup=1, throughput_batch=2, throughput_repeats=1, memory="off", quality=False,
+                      steps={"masked": (3, 4)})
+    out = run_bench([f"teacher={teacher_dir}", f"s1={student_dir}"], str(prompts), tmp_path / "bench", cfg)
+    assert [(r["model"], r["steps"], r["guidance_scale"]) for r in out] == [
+        ("teacher", 3, 2.0), ("teacher", 4, 2.0), ("s1", 1, 1.0)]

@@ -5,7 +5,10 @@ For every model folder (and, for masked and diffusion generators, every requeste
     {"model", "generator", "steps", "latency_ms_bs1", "images_per_s_bs64", "peak_mem_mb", "accuracy", "fid", ...}
 
 * ``steps``: sequential generator forward passes per image — the masked/diffusion step count, N tokens for
-  an autoregressive model, 1 for the GAN and VAE.
+  an autoregressive model, 1 for the GAN and VAE. A distilled student (``pixlm.train.distill``; its
+  ``model_index.json`` defaults hold ``distilled_steps``) gets one row at that step count, whatever
+  ``steps`` lists: ``pixlm bench --models bundled s1=K1/pipeline s2=K2/pipeline s4=K4/pipeline`` puts the
+  teacher's rows (4, 8, 12 steps) beside the 1-, 2- and 4-step students'.
 * ``latency_ms_bs1``: median wall time of ``pipeline(prompt)`` for one image (text encoding, sampling and VQ
   decoding; a prompt not seen before, so the text cache never hits) over ``repeats`` calls after warm-up.
 * ``images_per_s_bs64``: 64 prompts in one call, 64 / median wall time of ``throughput_repeats`` calls.
@@ -239,8 +242,11 @@ def run_bench(models: Sequence[str], prompts: str | None, out: str | os.PathLike
     rows: list[dict] = []
     for arg in models:
         label, path = parse_model_arg(arg)
-        kind = load_pipeline(None if path == "bundled" else path).generator.kind
-        for steps in cfg.steps.get(kind, (None,)):
+        probe = load_pipeline(None if path == "bundled" else path)
+        kind = probe.generator.kind
+        # a distilled student (pixlm.train.distill) draws only in the step count it was distilled for
+        step_counts = (None,) if "distilled_steps" in probe.defaults else cfg.steps.get(kind, (None,))
+        for steps in step_counts:
             pipe = load_pipeline(None if path == "bundled" else path)  # fresh: empty text cache, no state carried
             name = label if steps is None else f"{label}@{steps}"
             row: dict = {"model": label, "generator": kind, "steps": forward_passes(pipe, steps)}
