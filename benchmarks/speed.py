@@ -378,7 +378,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--paired-rounds", type=int, default=10,
                     help="rounds of back-to-back pixlm / Amused calls per latency batch (0: off)")
     ap.add_argument("--paired-variant", default=None, help="pixlm variant for the paired rounds "
-                    "(default: what --fast picks on this CPU, bf16 cuda-graphs on GPU)")
+                    "(default: auto, the path load_pipeline() and pixlm generate run)")
     ap.add_argument("--base-batches", default="1,256", help="GPU only: base-preset loop batch sizes")
     ap.add_argument("--peak-gflops", type=float, default=None, help="override the estimated fp32 peak")
     ap.add_argument("--cpu-ghz", type=float, default=None, help="clock for the CPU peak estimate")

@@ -64,7 +64,7 @@ class MaskGITSampler:
         use_cfg = uncond is not None and self.guidance_scale != 1.0
         prepared = concat_prepared(cond, uncond) if use_cfg else cond
         first = None
-        if use_cfg and frozen is None and _same_rows(uncond):  # fresh images, one negative prompt: share step 0's
+        if use_cfg and frozen is None and batch > 1 and _same_rows(uncond):  # one negative prompt: share step 0's
             first = concat_prepared(cond, take_rows(uncond, 0, 1))
         u = rand_rows(generator, batch, (2, steps, n), device).transpose(0, 2)  # (steps, 2, B, N)
         return maskgit_loop(model, prepared, tokens, u[:, 0], u[:, 1], mask_id=mask_id, steps=steps,
