@@ -60,7 +60,7 @@ def test_onnx_runtime_pipeline_matches_pytorch(exported) -> None:
     assert torch.allclose(images, ort_pipe.vq.decode(grids), atol=1e-4)
     assert torch.equal(pipe.vq.encode(images), ort_pipe.vq.encode(images))
     # The whole generation: the same sampler loop, the same seed → the same tokens but where a float tie flips.
-    for n in (1, 3):  # batch 3 and 9 (with guidance: 6 and 18 generator rows)
+    for n in (1, 2):  # batch 3 and 6 (with guidance: 6 and 12 generator rows)
         ref = pipe.generate(PROMPTS, num_images_per_prompt=n, seed=7)
         got = ort_pipe.generate(PROMPTS, num_images_per_prompt=n, seed=7)
         agreement = (ref.tokens == got.tokens).float().mean().item()

@@ -178,7 +178,6 @@ class OnnxGenerator:
     those → logits), with the torch generator's interface, so ``MaskGITSampler`` runs it unchanged."""
 
     kind = "masked"
-    splits_head = True  # forward = head_logits(hidden(...)), as in MaskedTransformer
 
     def __init__(self, hidden: OnnxSession, head: OnnxSession, config: MaskedConfig) -> None:
         self.hidden_session, self.head_session, self.config = hidden, head, config
