@@ -65,6 +65,11 @@ def step_rng(seed: int, step: int) -> random.Random:
     return random.Random(seed * 1_000_003 + step)
 
 
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """``step_rng``'s torch counterpart, for the tensors a step draws (pool rows, dropout, masks, noise)."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
 def shapes_batch(seed: int, step: int, batch_size: int, size: int = 64) -> tuple[torch.Tensor, list[str], list]:
     """A fresh batch of shapes scenes: images (B, 3, H, W) in [-1, 1], captions and scenes."""
     rng = step_rng(seed, step)

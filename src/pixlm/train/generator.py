@@ -31,7 +31,8 @@ from pixlm.models.masked import MaskedConfig, MaskedTransformer, random_token_ma
 from pixlm.models.vq import VQModel
 from pixlm.pipelines.text_to_image import TextToImagePipeline
 from pixlm.text.encoder import TextEncoder, pad_states
-from pixlm.train.common import encode_in_batches, encode_scenes, load_text_encoder, save_grid, save_tensors_atomic
+from pixlm.train.common import (encode_in_batches, encode_scenes, load_text_encoder, save_grid, save_tensors_atomic,
+                                step_generator)
 from pixlm.train.loop import TrainLoop, param_groups
 
 
@@ -325,7 +326,7 @@ def train_generator(cfg: GeneratorTrainConfig) -> Path:
 
     def step_fn(step: int) -> dict:
         """One global batch from (seed, step); this process's slice in ``grad_accum`` micro-batches."""
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)  # data order = f(seed, step)
+        gen = step_generator(cfg.seed, step)  # data order = f(seed, step)
         mine = slice(rank * local, (rank + 1) * local)  # this process's rows of the global batch
         if pairs is None:
             idx = torch.randint(0, pool["tokens"].shape[0], (local * world,), generator=gen)[mine]

@@ -30,7 +30,7 @@ from pixlm.checkpoint import CheckpointError, write_json
 from pixlm.models.vq import VQModel
 from pixlm.pipelines.text_to_image import TextToImagePipeline
 from pixlm.text.encoder import TextEncoder
-from pixlm.train.common import load_text_encoder
+from pixlm.train.common import load_text_encoder, step_generator
 from pixlm.train.generator import gather_text, quick_accuracy, save_samples, with_dropout
 from pixlm.train.loop import Budget, TrainLoop, param_groups
 
@@ -94,7 +94,7 @@ class PoolBatches:
 
     def __call__(self, step: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Generator]:
         """Tokens (B, N) long, states (B, T, D), mask (B, T), and the step's generator for the loss's noise."""
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        gen = step_generator(self.seed, step)
         idx = torch.randint(0, self.size, (batch_size,), generator=gen)
         tokens = self.pool["tokens"][idx].long()
         states, mask = gather_text(self.pool, idx)
