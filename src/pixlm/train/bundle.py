@@ -129,7 +129,7 @@ def start_from(run: Path, generator: torch.nn.Module, weight_decay: float, seed:
     fresh optimizer), so that ``train_generator(resume=True)`` continues from it. Returns False (and writes
     nothing) when the run already has a checkpoint: resuming then continues that one."""
     from pixlm.train.common import complete_checkpoints, save_training_checkpoint
-    from pixlm.train.pool import param_groups
+    from pixlm.train.loop import param_groups
 
     if complete_checkpoints(run):
         return False
