@@ -29,17 +29,17 @@ import argparse
 import datetime
 import json
 import platform
-import statistics
 import sys
 import time
 import types
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import speed  # noqa: E402  (benchmarks/speed.py: the matched AmusedPipeline, prompts and timers)
+import speed  # benchmarks/speed.py: the matched AmusedPipeline, prompts and timers
 
 VARIANTS = {"reference": {"precision": "reference"}, "fp32": {"precision": "fp32"}, "bf16": {"precision": "bf16"},
             "bf16 compiled": {"precision": "bf16", "compile": True}}
@@ -128,7 +128,8 @@ def time_system(call: Callable[[list[str], int], Any], take: Callable[[int], lis
     for b in batches:
         reps = repeats if b == 1 else throughput_repeats
         seeds = iter(range(1, 10**6))
-        row[f"bs{b}"] = speed.summarize(speed.time_ms(lambda b=b: call(take(b), next(seeds)), reps, 1, device), b)
+        row[f"bs{b}"] = speed.summarize(speed.time_ms(lambda b=b, seeds=seeds: call(take(b), next(seeds)), reps, 1,
+                                                      device), b)
     return row
 
 
@@ -181,8 +182,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "dry_run": a.dry_run, "text_encoder": text_encoder, "generator_params": gen_params,
         "teacher_defaults": dict(teacher.defaults), "systems": {},
         "notes": ["Every timed call uses prompts never seen before (one prompt stream per system).",
-                  "latency = median wall time of a batch-1 call; images_per_s = batch / median wall time, end to "
-                  "end (text encoding, sampling, VQ decoding)."]}
+                  ("latency = median wall time of a batch-1 call; images_per_s = batch / median wall time, end to "
+                   "end (text encoding, sampling, VQ decoding).")]}
 
     def record(name: str, row: dict[str, Any]) -> None:  # written as we go: a run cut short keeps its rows
         result["systems"][name] = row
@@ -202,20 +203,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    "rows_per_image": 1 if scale == 1.0 else 2}
             try:
                 row.update(time_system(call, take, batches, a.repeats, a.throughput_repeats, a.device))
-            except Exception as e:  # one failing variant (e.g. a compile error) must not lose the others
+            except Exception as e:  # noqa: BLE001  (one failing variant, e.g. a compile error, must not lose the others)
                 row["error"] = f"{type(e).__name__}: {e}"
             record(f"{name} / {variant}", row)
 
     if not a.no_amused:
-        kw = dict(text_layers=1, text_dim=cfg.text_dim, text_heads=2, vq_channels=(8, 8, 8, 8)) if a.tiny else \
-            dict(text_dim=teacher.text_encoder.dim)
+        kw = ({"text_layers": 1, "text_dim": cfg.text_dim, "text_heads": 2, "vq_channels": (8, 8, 8, 8)} if a.tiny
+              else {"text_dim": teacher.text_encoder.dim})
         amused, info = speed.build_amused(cfg, gen_params, device=a.device, **kw)
         steps, scale = teacher.defaults["num_inference_steps"], teacher.defaults["guidance_scale"]
         for dtype_name in [d for d in a.amused_dtypes.split(",") if d]:
             amused.to(a.device, {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name])
             gen = torch.Generator().manual_seed(0)
 
-            def call(prompts: list[str], seed: int) -> Any:
+            def call(prompts: list[str], seed: int, gen: torch.Generator = gen) -> Any:
                 with torch.inference_mode():
                     return amused(prompts, num_inference_steps=steps, guidance_scale=scale, generator=gen).images
 
@@ -223,7 +224,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             try:
                 row.update(time_system(call, speed.prompt_stream(), batches, a.repeats, a.throughput_repeats,
                                        a.device))
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001  (as above)
                 row["error"] = f"{type(e).__name__}: {e}"
             record(f"amused / {dtype_name}", row)
 

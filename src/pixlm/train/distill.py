@@ -68,7 +68,13 @@ from pixlm.models.masked import MaskedTransformer
 from pixlm.pipelines.text_to_image import TextToImagePipeline, load_pipeline
 from pixlm.sampling.registry import make_sampler
 from pixlm.train.common import config_parser, save_tensors_atomic
-from pixlm.train.generator import _append, _encode_texts, gather_text, quick_accuracy, save_samples
+from pixlm.train.generator import (
+    _append,
+    _encode_texts,
+    gather_text,
+    quick_accuracy,
+    save_samples,
+)
 from pixlm.train.loop import TrainLoop, param_groups
 
 
