@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import random
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -94,9 +96,17 @@ def test_degrade_keeps_shape_and_zero_strength_is_identity() -> None:
 
 
 def test_training_recipe_runs_and_round_trips(tmp_path) -> None:
-    torch.manual_seed(0)
-    cfg = JudgeTrainConfig(out=str(tmp_path / "j"), steps=2, batch_size=4, log_every=1)
-    net = train_judge(cfg, JudgeConfig(channels=(8, 8, 16), cell_hidden=16, feature_dim=8))
+    cfg = JudgeTrainConfig(out=str(tmp_path / "j"), run=str(tmp_path / "run"), steps=3, warmup=1, batch_size=4,
+                           log_every=1)
+    tiny = JudgeConfig(channels=(8, 8, 16), cell_hidden=16, feature_dim=8)
+    net = train_judge(cfg, tiny)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    # the judge's own schedule: half-way through the decay is half-way to its 2% floor (the loop's default is 5%)
+    assert rows[-1]["lr"] == pytest.approx(cfg.lr * (0.02 + 0.98 * 0.5))
+    resumed = train_judge(replace(cfg, resume=True), tiny)  # nothing left to train: the last checkpoint's weights
+    for k, v in net.state_dict().items():
+        assert torch.equal(resumed.state_dict()[k], v), k
     net.save_pretrained(tmp_path / "j")
     again = JudgeNet.from_pretrained(tmp_path / "j")
     x = torch.rand(2, 3, 64, 64) * 2 - 1

@@ -4,6 +4,10 @@ Recipe for the shipped weights (a few minutes on one CPU core)::
 
     python -m pixlm.train.judge --out src/pixlm/assets/judge
 
+Training runs in ``pixlm.train.loop.TrainLoop``: checkpoints and ``log.jsonl`` go to ``--run`` (default
+``runs/judge``, kept out of the asset folder), ``--resume`` continues from its newest checkpoint, and the finished
+judge is written to ``--out``.
+
 Measure an existing judge without training (optionally also on a tokenizer's reconstructions)::
 
     python -m pixlm.train.judge --eval-only --out src/pixlm/assets/judge --eval-n 2000 [--tokenizer DIR]
@@ -11,9 +15,7 @@ Measure an existing judge without training (optionally also on a tokenizer's rec
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -26,14 +28,18 @@ import torch.nn.functional as F
 from pixlm.data.shapes import COLORS, SHAPES, SIZES, Scene, ShapeObject, random_scene, render
 from pixlm.eval.augment import degrade, soft_render
 from pixlm.eval.judge import Judge, JudgeConfig, JudgeNet, images_to_batch, scene_targets
+from pixlm.train.common import config_parser
+from pixlm.train.loop import TrainLoop
 
 EVAL_SEED = 20_240_611  # held-out renders: a seed stream that training never draws from
 
 
 @dataclass
 class JudgeTrainConfig:
-    out: str = "src/pixlm/assets/judge"
+    out: str = "src/pixlm/assets/judge"  # the finished judge
+    run: str = "runs/judge"  # the training run: checkpoints, log.jsonl, train_config.json
     steps: int = 900
+    warmup: int = 30
     batch_size: int = 48
     lr: float = 3e-3
     weight_decay: float = 1e-4
@@ -42,6 +48,8 @@ class JudgeTrainConfig:
     threads: int = 1
     eval_n: int = 2000
     log_every: int = 50
+    ckpt_every: int = 300
+    resume: bool = False
 
 
 def training_scene(rng: random.Random) -> Scene:
@@ -157,43 +165,29 @@ def evaluate_judge(judge: Judge, n: int = 2000, seed: int = EVAL_SEED, tokenizer
     return out
 
 
-def lr_at(step: int, base: float, total: int, warmup: int = 30) -> float:
-    """Linear warmup then cosine decay to 2% of ``base``."""
-    if step < warmup:
-        return base * (step + 1) / warmup
-    t = (step - warmup) / max(1, total - warmup)
-    return base * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
-
-
 def train_judge(cfg: JudgeTrainConfig, net_config: JudgeConfig | None = None) -> JudgeNet:
-    """Train a :class:`JudgeNet` from scratch with ``cfg``; returns it in eval mode."""
-    torch.manual_seed(cfg.seed)
-    net = JudgeNet(net_config or JudgeConfig())
+    """Train (or resume) a :class:`JudgeNet` with ``cfg`` in ``TrainLoop``; returns it in eval mode.
+
+    Its schedule keeps the shipped recipe's numbers: ``warmup`` steps, then a cosine decay to 2% of ``lr``.
+    """
+    loop = TrainLoop(cfg, run=cfg.run)
+    net = JudgeNet(net_config or JudgeConfig()).train()
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    net.train()
-    t0 = time.perf_counter()
-    run_loss = 0.0
-    for step in range(cfg.steps):
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg.lr, cfg.steps)
+    (net,) = loop.prepare({"model": net}, opt)
+    device = loop.accelerator.device
+
+    def step_fn(step: int) -> dict:
         x, t = training_batch(cfg, step)
-        loss = judge_loss(net, x, t)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        run_loss += loss.item()
-        if (step + 1) % cfg.log_every == 0:
-            print(f"step {step + 1}/{cfg.steps} loss {run_loss / cfg.log_every:.4f} "
-                  f"({time.perf_counter() - t0:.0f}s)", flush=True)
-            run_loss = 0.0
-    return net.eval()
+        loss = judge_loss(net, x.to(device), t.to(device))
+        loop.accelerator.backward(loss)
+        return {"loss": loss.detach()}
+
+    loop.fit(step_fn, lr_floor=0.02)
+    return loop.unwrap("model").eval()
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    defaults = JudgeTrainConfig()
-    for f, v in asdict(defaults).items():
-        p.add_argument(f"--{f.replace('_', '-')}", type=type(v), default=v)
+    p = config_parser(JudgeTrainConfig, __doc__)
     p.add_argument("--eval-only", action="store_true", help="measure the judge in --out without training")
     p.add_argument("--tokenizer", default=None, help="also measure on reconstructions through this VQ model folder")
     args = vars(p.parse_args(argv))

@@ -1,8 +1,8 @@
 """One training loop for every trainer: run folder → resume → prepare → schedule → step → log → checkpoint.
 
-A trainer (tokenizer, generator, captioner, expander, the pool families, the GAN) builds its models and optimizer
-and hands :class:`TrainLoop` a *step function*: the forward and backward passes of one optimisation step
-(micro-batches and ``no_sync`` included), returning its losses. The loop owns everything around it, the same way
+A trainer (tokenizer, generator, captioner, expander, the pool families, the GAN, the judge, the contrastive scorer)
+builds its models and optimizer and hands :class:`TrainLoop` a *step function*: the forward and backward passes of
+one optimisation step (micro-batches and ``no_sync`` included), returning its losses. The loop owns everything around it, the same way
 for every family:
 
 - ``TrainLoop(cfg)``: an Accelerate ``Accelerator`` (``train.distributed.make_accelerator``), the run folder with
@@ -38,8 +38,10 @@ from pixlm.train.common import LossLog, restore_process_state, resume_from_lates
 Metrics = dict[str, "torch.Tensor | float"]
 
 
-def lr_at(step: int, base: float, warmup: int, total: int, progress: float | None = None) -> float:
-    """Linear warmup over ``warmup`` steps, then cosine decay to 5% of ``base``.
+def lr_at(step: int, base: float, warmup: int, total: int, progress: float | None = None,
+          floor: float = 0.05) -> float:
+    """Linear warmup over ``warmup`` steps, then cosine decay to ``floor`` × ``base`` (5% unless a trainer keeps its
+    own: the learned judge's 2%).
 
     The decay follows ``progress`` in [0, 1] when given (the pool families' budget clock), otherwise the steps after
     the warmup out of ``total``.
@@ -48,7 +50,7 @@ def lr_at(step: int, base: float, warmup: int, total: int, progress: float | Non
         return base * (step + 1) / warmup
     if progress is None:
         progress = (step - warmup) / max(1, total - warmup)
-    return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+    return base * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float, no_decay_names: Sequence[str] = ("emb",)) -> list[dict]:
@@ -120,21 +122,22 @@ class Budget:
 
 class TrainLoop:
     """One training run (see the module docstring). ``cfg`` is the trainer's config dataclass; the loop reads its
-    ``out``, ``seed``, ``resume``, ``steps``, ``warmup``, ``log_every`` and ``ckpt_every``.
+    ``out`` (the run folder, unless ``run`` names another), ``seed``, ``resume``, ``steps``, ``warmup``,
+    ``log_every`` and ``ckpt_every``.
 
     Between ``TrainLoop(cfg)`` and ``prepare`` the trainer builds its data and models (after the seed is set, so
     random initialisations are a function of it); after ``prepare``, ``start`` is the step to continue from and
     ``state`` the resumed checkpoint's ``state.json`` (``{}`` for a fresh run).
     """
 
-    def __init__(self, cfg: Any, mixed_precision: str = "no", grad_accum: int = 1) -> None:
+    def __init__(self, cfg: Any, mixed_precision: str = "no", grad_accum: int = 1, run: str | Path = "") -> None:
         from pixlm.train.distributed import make_accelerator
 
         self.cfg = cfg
         self.started = time.time()  # max_minutes limits count from here: data and model set-up included
         self.accelerator = make_accelerator(mixed_precision, grad_accum)
         self.main = self.accelerator.is_main_process
-        self.run = Path(cfg.out)
+        self.run = Path(run or cfg.out)
         if self.main:
             self.run.mkdir(parents=True, exist_ok=True)
             write_json(self.run / "train_config.json", asdict(cfg))
@@ -199,7 +202,7 @@ class TrainLoop:
             clip_norm: float | None = None, evaluate: Callable[[int], dict] | None = None, eval_every: int = 0,
             log_extra: Callable[[int], dict] | None = None, on_checkpoint: Callable[[int], None] | None = None,
             plot: tuple[str, ...] = ("loss",), stop: Callable[[int], str] | None = None,
-            budget: Budget | None = None) -> int:
+            budget: Budget | None = None, lr_floor: float = 0.05) -> int:
         """Train steps ``start`` … ``end - 1`` (``end`` 0 = ``cfg.steps``; the schedule always spans ``cfg.steps``);
         returns the number of steps done.
 
@@ -209,6 +212,7 @@ class TrainLoop:
         after each checkpoint (sample grids). ``stop(done)`` returning a reason (or ``budget`` running out) ends the
         run early: a log line with ``"stopped"`` and the evaluation, then a checkpoint. With a ``budget`` each
         step is timed, the schedule follows its progress and its clock goes into the log and the checkpoints.
+        ``lr_floor`` is where the cosine decay ends, as a share of each group's rate.
         """
         cfg, acc = self.cfg, self.accelerator
         end = end or cfg.steps
@@ -223,11 +227,11 @@ class TrainLoop:
                 budget.start()
             progress = budget.progress(step) if budget is not None else None
             for g, base in zip(self.optimizer.param_groups, self.base_lrs):
-                g["lr"] = lr_at(step, base, cfg.warmup, cfg.steps, progress)
+                g["lr"] = lr_at(step, base, cfg.warmup, cfg.steps, progress, lr_floor)
             metrics = step_fn(step)
             for name, value in metrics.items():
                 if name.startswith("loss") and not torch.isfinite(torch.as_tensor(value)):
-                    raise FloatingPointError(f"{cfg.out}: {name} became {float(value)} at step {step}")
+                    raise FloatingPointError(f"{self.run}: {name} became {float(value)} at step {step}")
             if clip_norm is not None:
                 acc.clip_grad_norm_(main_module.parameters(), clip_norm)
             self.optimizer.step()

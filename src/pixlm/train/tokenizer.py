@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from pixlm.models.vq import VQConfig, VQModel
 from pixlm.train.common import psnr, save_grid, shapes_batch, tensor_to_uint8
-from pixlm.train.loop import TrainLoop, lr_at  # noqa: F401 (lr_at: eval/clip_score.py imports it from here)
+from pixlm.train.loop import TrainLoop
 
 
 @dataclass
