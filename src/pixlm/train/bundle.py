@@ -120,7 +120,7 @@ def assemble(generator_pipeline: Path, decoder: Path, out: Path) -> Path:
 
 
 FINETUNE = {"steps": 40_000, "lr": 3e-4, "pool": 24_000, "loose_pool": 8_000, "relation_pool": 6_000,
-            "phrase_pool": 24_000, "ckpt_every": 500, "eval_every": 2_000}
+            "phrase_pool": 24_000, "ckpt_every": 250, "eval_every": 2_000}
 
 
 def start_from(run: Path, generator: torch.nn.Module, weight_decay: float, seed: int = 0, step: int = 0,
