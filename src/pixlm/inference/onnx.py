@@ -1,7 +1,7 @@
 """ONNX export and an ONNX Runtime backend for the masked text-to-image pipeline.
 
-``export_onnx(pipe, out)`` writes three graphs, each with a dynamic batch axis, with the opset of the
-installed ``torch.onnx`` exporter::
+``export_onnx(pipe, out)`` writes the text encoder, the generator and the VQ as ONNX graphs, each with a dynamic
+batch axis, with the opset of the installed ``torch.onnx`` exporter::
 
     onnx_index.json            sampler settings (the model's ``defaults``), opset, generator kind
     text_encoder/model.onnx    (ids, mask) → per-token states              + config.json
@@ -11,7 +11,7 @@ installed ``torch.onnx`` exporter::
     vq/encoder.onnx            images → tokens (editing, captioning, previews)
 
 The runtime side wraps ``onnxruntime`` sessions as components that quack like the torch ones (``config``,
-``kind``, ``prepare_text``, ``forward``, ``decode``/``encode``) and return torch tensors, so the same
+``kind``, ``prepare_text``, ``hidden``, ``head_logits``, ``decode``/``encode``) and return torch tensors, so the same
 sampler (``pixlm.sampling.maskgit``) runs them; ``pixlm.pipelines.onnx.load_onnx_pipeline`` composes them.
 Needs ``pip install 'pixlm[onnx]'`` (onnx, onnxruntime, onnxscript).
 """
@@ -93,14 +93,14 @@ def export_onnx(pipe: Any, out: str | os.PathLike) -> Path:
     """Write ``pipe``'s text encoder, one generator step (hidden states and head) and the VQ decoder (and
     encoder) as ONNX graphs.
 
-    ``pipe`` is a ``TextToImagePipeline`` with a masked generator, as ``load_pipeline`` returns it (not
-    ``optimize``d: the exporter traces the plain modules). The folder is written atomically.
+    ``pipe`` is a ``TextToImagePipeline`` with a masked generator in plain float32, as
+    ``load_pipeline(..., precision="reference")`` returns it (the exporter traces the plain modules, not the
+    optimized swaps). The folder is written atomically; ``out`` must be new, empty or an earlier export.
     """
     gen, vq, text = pipe.generator, pipe.vq, pipe.text_encoder
     if not isinstance(gen, MaskedTransformer):
         raise ValueError(f"ONNX export supports the plain masked generator (MaskedTransformer); this pipeline's is "
-                         f"{type(gen).__name__} (kind {getattr(gen, 'kind', '?')!r}); export a pipeline as "
-                         f"load_pipeline returns it, before optimize()")
+                         f"{type(gen).__name__} (kind {getattr(gen, 'kind', '?')!r})")
     target = Path(out)
     if target.exists() and any(target.iterdir()) and not (target / INDEX).is_file():
         raise ValueError(f"out={str(target)!r} is a non-empty folder that holds no ONNX export ({INDEX}); "
@@ -132,7 +132,8 @@ def export_onnx(pipe: Any, out: str | os.PathLike) -> Path:
             opsets.append(_export(_Call(vq, "encode"), (images,), tmp / "vq" / "encoder.onnx", ["images"], "tokens",
                                   {"images": {0: "batch"}}))
         write_json(tmp / INDEX, {"format": FORMAT, "pipeline": "TextToImagePipeline", "generator": gen.kind,
-                                 "defaults": pipe.defaults, "opset": max(opsets), "exporter": f"torch {torch.__version__}"})
+                                 "defaults": pipe.defaults, "opset": max(opsets),
+                                 "exporter": f"torch {torch.__version__}"})
 
     return atomic_write_dir(out, write)
 
@@ -215,7 +216,7 @@ class OnnxGenerator:
 
 
 class OnnxVQ:
-    """The VQ decoder (and encoder) as ONNX graphs: ``decode`` tokens (B, h, w) → images in [-1, 1], ``encode`` back."""
+    """The VQ decoder and encoder as ONNX graphs: ``decode`` tokens (B, h, w) → images in [-1, 1], ``encode`` back."""
 
     kind = "vq"
 
@@ -238,7 +239,8 @@ class OnnxVQ:
 
 @dataclass
 class OnnxComponents:
-    """What ``load_onnx_components`` reads; ``text_model`` goes inside a ``TextEncoder`` built from ``text_encoder_dir``."""
+    """What ``load_onnx_components`` reads; ``text_model`` goes inside a ``TextEncoder`` built from
+    ``text_encoder_dir`` (the pipelines layer does that: ``pixlm.pipelines.onnx``)."""
 
     vq: OnnxVQ
     generator: OnnxGenerator
