@@ -3,7 +3,7 @@
     python benchmarks/onnx_speed.py                               # shapes and emoji, torch's thread count
     python benchmarks/onnx_speed.py --models shapes --threads 2 --repeats 30 --accuracy
 
-For each model: ``export_onnx`` of the plain float32 pipeline into a temporary folder, ``load_onnx_pipeline``
+For each model: ``export_onnx`` of the plain float32 pipeline into a temporary folder, ``load_pipeline(..., backend="onnxruntime")``
 on it, and the same prompts timed on
 
 * ``onnxruntime``: the ONNX graphs under ONNX Runtime (CPU), driven by the same MaskGIT sampler loop;
@@ -22,7 +22,6 @@ Writes ``--out``/onnx_speed.json and .md. Not a test: it measures, it does not a
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import statistics
@@ -39,12 +38,10 @@ from latency import prompts as distinct_prompts  # noqa: E402  (benchmarks/laten
 
 
 def load_torch(name: str, precision: str | None) -> Any:
-    """``load_pipeline(name)``, with ``precision`` when this pixlm's load_pipeline takes one."""
+    """``load_pipeline(name)`` at ``precision`` (None: the default)."""
     from pixlm.pipelines.text_to_image import load_pipeline
 
-    if precision is not None and "precision" in inspect.signature(load_pipeline).parameters:
-        return load_pipeline(name, precision=precision)
-    return load_pipeline(name)
+    return load_pipeline(name) if precision is None else load_pipeline(name, precision=precision)
 
 
 def agreement(a: Any, b: Any, prompts: list[str], seed: int) -> float:
@@ -77,14 +74,14 @@ def accuracy(pipe: Any, out: Path, images_per_prompt: int) -> dict:
 
 def run_model(name: str, a: argparse.Namespace, work: Path) -> dict:
     from pixlm.inference.onnx import export_onnx
-    from pixlm.pipelines.onnx import load_onnx_pipeline
+    from pixlm.pipelines.text_to_image import load_pipeline
 
     reference = load_torch(name, "reference")
     t = time.perf_counter()
     export_onnx(reference, work / name)
     export_s = time.perf_counter() - t
     t = time.perf_counter()
-    ort = load_onnx_pipeline(work / name, threads=a.threads)
+    ort = load_pipeline(work / name, backend="onnxruntime", threads=a.threads)
     load_s = time.perf_counter() - t
     systems = {"onnxruntime": ort, "pytorch default": load_torch(name, None), "pytorch float32": reference}
     probe = distinct_prompts(4096)[-a.agreement_images:]

@@ -12,7 +12,7 @@ import torch
 from pixlm.checkpoint import CheckpointError
 from pixlm.cli import app
 from pixlm.inference.onnx import export_onnx
-from pixlm.pipelines.onnx import load_onnx_pipeline
+from pixlm.pipelines.text_to_image import load_pipeline
 from pixlm.pipelines.text_to_image import TextToImagePipeline
 from pixlm.testing import tiny_pipeline, tiny_pipeline_for
 
@@ -45,7 +45,7 @@ def test_export_writes_valid_graphs_and_the_sampler_settings(exported) -> None:
 
 def test_onnx_runtime_pipeline_matches_pytorch(exported) -> None:
     pipe, out = exported
-    ort_pipe = load_onnx_pipeline(out)
+    ort_pipe = load_pipeline(out, backend="onnxruntime")
     assert ort_pipe.defaults == pipe.defaults
     # Components: same numbers up to float rounding, at batch sizes and text lengths other than the export's.
     states, mask = pipe.text_encoder.encode(PROMPTS + [""])
@@ -79,4 +79,4 @@ def test_bad_input_is_named(exported, tmp_path: Path, runner) -> None:
     with pytest.raises(ValueError, match="AutoregressiveTransformer"):
         export_onnx(tiny_pipeline_for("autoregressive"), tmp_path / "ar")
     with pytest.raises(CheckpointError, match="missing file"):
-        load_onnx_pipeline(tmp_path)
+        load_pipeline(tmp_path, backend="onnxruntime")

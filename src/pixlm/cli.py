@@ -158,21 +158,20 @@ def generate(
     expand: Annotated[bool, typer.Option(help="Rewrite PROMPT with the model's expander first.")] = False,
     rerank: Annotated[int, typer.Option(min=1, max=16, help="Draw N candidates per image and keep the one that "
                                         "best matches the prompt (geometric reading + detailed caption).")] = 1,
-    fast: Annotated[bool, typer.Option(help="Fastest measured inference settings (fixed-shape loop; bf16 where the "
-                                       "CPU or GPU computes it natively; "
-                                       "docs/speed.md): same quality on the dev prompts, other images per seed.")]
-    = False,
+    reference: Annotated[bool, typer.Option(help="Plain float32 inference (bit-exact comparisons) instead of the "
+                                            "default fast path (packed weights, bf16 where the CPU computes it "
+                                            "natively; same dev-set accuracy, docs/speed.md).")] = False,
 ) -> None:
-    """Draw images for PROMPT; prints the path of each PNG (plus a contact sheet when N > 1)."""
-    from pixlm.pipelines.common import contact_sheet
-    from pixlm.pipelines.text_to_image import load_pipeline
+    """Draw images for PROMPT; prints the path of each PNG (plus a contact sheet when N > 1).
+
+    Image i of ``--seed S`` is the picture that ``-n 1 --seed S+i`` draws."""
+    from pixlm.pipelines.common import check_generation_args, contact_sheet
 
     with user_errors():
-        pipe = load_pipeline(model)
-        if fast:
-            from pixlm.fast import optimize_recommended
+        check_generation_args(prompt, num_images, steps, guidance, seed)  # before loading anything
+        from pixlm.pipelines.text_to_image import load_pipeline
 
-            optimize_recommended(pipe)
+        pipe = load_pipeline(model, precision="reference" if reference else "auto")
         if rerank > 1:
             from pixlm.pipelines.rerank import generate_reranked
 
@@ -312,7 +311,7 @@ def export_onnx_cmd(
                                                  "or emoji.")] = None,
 ) -> None:
     """Write the text encoder, one generator step and the VQ decoder as ONNX graphs, plus the sampler settings;
-    run them with `load_onnx_pipeline(OUT)` (ONNX Runtime: `pip install 'pixlm[onnx]'`)."""
+    run them with `pixlm.load_pipeline(OUT, backend="onnxruntime")` (ONNX Runtime: `pip install 'pixlm[onnx]'`)."""
     from pixlm.inference.onnx import export_onnx
     from pixlm.pipelines.text_to_image import load_pipeline
 
@@ -334,8 +333,8 @@ def serve(
     timeout: Annotated[float, typer.Option(min=0.1, help="Per-request timeout in seconds (504 after).")] = 60.0,
     output_dir: Annotated[Optional[Path], typer.Option(help="Folder for response_format=url images.")] = None,
     url_ttl: Annotated[float, typer.Option(min=1, help="Seconds a url image stays available.")] = 3600.0,
-    fast: Annotated[bool, typer.Option(help="Serve with the fastest measured inference settings (see "
-                                       "`pixlm generate --fast`).")] = False,
+    reference: Annotated[bool, typer.Option(help="Serve plain float32 inference instead of the default fast path "
+                                            "(see `pixlm generate --reference`).")] = False,
     public_url: Annotated[Optional[str], typer.Option(envvar="PIXLM_PUBLIC_URL", help="Base of the URLs in "
                                                       "response_format=url answers, e.g. https://img.example.org "
                                                       "behind a proxy; default: the bound address (never the "
@@ -354,7 +353,7 @@ def serve(
         caps = {"header_timeout_s": header_timeout, "body_timeout_s": body_timeout, "keep_alive_s": keep_alive}
         run_server(model, host=host, port=port, max_batch=max_batch, batch_window_ms=batch_window_ms,
                    max_queue=max_queue, request_timeout_s=timeout, output_dir=output_dir, url_ttl_s=url_ttl,
-                   fast=fast, public_url=public_url, limits={k: v for k, v in caps.items() if v is not None})
+                   precision="reference" if reference else "auto", public_url=public_url, limits={k: v for k, v in caps.items() if v is not None})
 
 
 # ---------------------------------------------------------------------------------------------- train

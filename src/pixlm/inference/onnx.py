@@ -12,7 +12,7 @@ batch axis, with the opset of the installed ``torch.onnx`` exporter::
 
 The runtime side wraps ``onnxruntime`` sessions as components that quack like the torch ones (``config``,
 ``kind``, ``prepare_text``, ``hidden``, ``head_logits``, ``decode``/``encode``) and return torch tensors, so the same
-sampler (``pixlm.sampling.maskgit``) runs them; ``pixlm.pipelines.onnx.load_onnx_pipeline`` composes them.
+sampler (``pixlm.sampling.maskgit``) runs them; ``pixlm.load_pipeline(DIR, backend="onnxruntime")`` composes them.
 Needs ``pip install 'pixlm[onnx]'`` (onnx, onnxruntime, onnxscript).
 """
 
@@ -240,7 +240,7 @@ class OnnxVQ:
 @dataclass
 class OnnxComponents:
     """What ``load_onnx_components`` reads; ``text_model`` goes inside a ``TextEncoder`` built from
-    ``text_encoder_dir`` (the pipelines layer does that: ``pixlm.pipelines.onnx``)."""
+    ``text_encoder_dir`` (the pipelines layer does that: ``pixlm.pipelines.text_to_image.load_pipeline``)."""
 
     vq: OnnxVQ
     generator: OnnxGenerator

@@ -44,10 +44,11 @@ from pixlm.pipelines.common import (
     check_prompts,
     encode_images,
     image_to_tensor,
-    make_generator,
+    make_generators,
     prepare_image,
     tokens_to_images,
 )
+from pixlm.sampling.randomness import rand_rows
 from pixlm.sampling.registry import make_sampler
 
 if TYPE_CHECKING:
@@ -127,10 +128,11 @@ def _settings(pipe: TextToImagePipeline, num_images: int, steps: int | None, sca
 
 def resample_tokens(pipe: TextToImagePipeline, init: torch.Tensor, keep: torch.Tensor, rows: list[str],
                     negatives: list[str] | None = None, steps: int | None = None, scale: float | None = None,
-                    generator: torch.Generator | None = None, callback: PreviewCallback | None = None) -> torch.Tensor:
+                    generator: list[torch.Generator] | None = None, callback: PreviewCallback | None = None) -> torch.Tensor:
     """Decode the tokens of ``init`` (B, N) where ``keep`` (B, N) is False, conditioned on ``rows`` (one prompt each).
 
-    Kept tokens come back unchanged (the sampler never touches them). Returns (B, N) tokens.
+    Kept tokens come back unchanged (the sampler never touches them). ``generator``: one per row (row ``i`` draws
+    only from ``generator[i]``). Returns (B, N) tokens.
     """
     _check_masked(pipe)
     steps, scale = _settings(pipe, 1, steps, scale)
@@ -184,10 +186,10 @@ def inpaint(pipe: TextToImagePipeline, image: Image.Image, prompt: str, mask: Im
     g = pipe.generator.config.grid
     repaint = repaint_grid(image, mask, g)  # (g, g)
     init = encode_images(pipe, image).reshape(1, -1).expand(num_images, -1)
-    gen, _ = make_generator(seed, pipe.device)
+    gens, _ = make_generators(seed, num_images, pipe.device)
     t1 = time.perf_counter()
     keep = (~repaint).reshape(1, -1).expand(num_images, -1)
-    tokens = resample_tokens(pipe, init, keep, rows, negatives, steps, scale, gen, callback)
+    tokens = resample_tokens(pipe, init, keep, rows, negatives, steps, scale, gens, callback)
     return _finish(pipe, tokens.view(-1, g, g), rows, repaint.expand(num_images, g, g), t0, t1)
 
 
@@ -206,15 +208,15 @@ def variation(pipe: TextToImagePipeline, image: Image.Image, prompt: str | None 
     steps, scale = _settings(pipe, num_images, num_inference_steps, guidance_scale)
     if prompt is None:
         scale = 1.0  # nothing to guide towards
-    gen, _ = make_generator(seed, pipe.device)
+    gens, _ = make_generators(seed, num_images, pipe.device)
     g = pipe.generator.config.grid
     init = encode_images(pipe, image).reshape(1, -1).expand(num_images, -1)  # (B, N)
     n = init.shape[1]
     kept = min(round((1 - strength) * n), n - 1)
-    ranks = torch.rand(init.shape, generator=gen, device=gen.device).argsort(1).argsort(1)  # a permutation per row
+    ranks = rand_rows(gens, num_images, (n,)).argsort(1).argsort(1)  # a random permutation per row, from its generator
     keep = (ranks < kept).to(init.device)
     t1 = time.perf_counter()
-    tokens = resample_tokens(pipe, init, keep, rows, None, steps, scale, gen, callback)
+    tokens = resample_tokens(pipe, init, keep, rows, None, steps, scale, gens, callback)
     return _finish(pipe, tokens.view(-1, g, g), rows, (~keep).view(-1, g, g), t0, t1, {"strength": strength})
 
 
@@ -254,7 +256,7 @@ def outpaint(pipe: TextToImagePipeline, image: Image.Image, prompt: str, left: i
         canvas, known = canvas[:, r0:r0 + g, c0:c0 + g].clone(), known[r0:r0 + g, c0:c0 + g].clone()
         h = w = g
     repaint = ~known
-    gen, _ = make_generator(seed, pipe.device)
+    gens, _ = make_generators(seed, num_images, pipe.device)
     t1 = time.perf_counter()
     windows = 0
     while not bool(known.all()):
@@ -266,7 +268,7 @@ def outpaint(pipe: TextToImagePipeline, image: Image.Image, prompt: str, left: i
         i, j = min(rich, key=lambda ij: open_[ij]) if rich else max(open_, key=lambda ij: open_[ij])
         win_keep = known[i:i + g, j:j + g].reshape(1, -1).expand(num_images, -1)
         win = canvas[:, i:i + g, j:j + g].reshape(num_images, -1)
-        out = resample_tokens(pipe, win, win_keep, rows, negatives, steps, scale, gen, callback)
+        out = resample_tokens(pipe, win, win_keep, rows, negatives, steps, scale, gens, callback)
         canvas[:, i:i + g, j:j + g] = out.view(num_images, g, g).cpu()
         known[i:i + g, j:j + g] = True
         windows += 1
@@ -333,7 +335,8 @@ def instruct(pipe: TextToImagePipeline, image: Image.Image, instruction: str, nu
     steps, scale = _settings(pipe, num_images * candidates, num_inference_steps, guidance_scale)
     if not isinstance(instruction, str) or not instruction.strip():
         raise ValueError(f"instruction must be a non-empty string, got {instruction!r}")
-    gen, used_seed = make_generator(seed, pipe.device)
+    gens, seeds = make_generators(seed, num_images * candidates, pipe.device)
+    used_seed = seeds[0]
     if source_objects is None:
         source_objects, read_info = read_source_scene(pipe, image)
     else:
@@ -361,7 +364,7 @@ def instruct(pipe: TextToImagePipeline, image: Image.Image, instruction: str, nu
     keep = (~decode).reshape(1, -1).expand(b, -1)
     if bool(decode.any()):
         tokens = resample_tokens(pipe, init.expand(b, -1), keep, [prompt or ""] * b, None, steps,
-                                 scale if prompt else 1.0, gen, callback)
+                                 scale if prompt else 1.0, gens, callback)
     else:
         tokens = init.expand(b, -1).clone()
     tokens = tokens.view(b, g, g)

@@ -19,9 +19,6 @@ from PIL import Image
 
 from pixlm.checkpoint import CheckpointError, atomic_write_dir, read_json, write_json
 from pixlm.pipelines.common import (
-    MAX_GUIDANCE,
-    MAX_IMAGES_PER_PROMPT,
-    MAX_STEPS,
     MODEL_NAMES,
     PipelineOutput,
     PreviewCallback,
@@ -29,7 +26,9 @@ from pixlm.pipelines.common import (
     check_number,
     check_prompts,
     encode_images,
+    check_sampling_args,
     make_generator,
+    make_generators,
     tokens_to_images,
 )
 from pixlm.models.autoregressive import AutoregressiveTransformer
@@ -114,9 +113,7 @@ class TextToImagePipeline:
         """(steps, guidance scale) with the model's defaults filled in; out-of-range values are errors."""
         steps = self.defaults["num_inference_steps"] if steps is None else steps
         scale = self.defaults["guidance_scale"] if scale is None else scale
-        check_number(num_images, images_name, 1, MAX_IMAGES_PER_PROMPT, integer=True)
-        check_number(steps, "num_inference_steps", 1, MAX_STEPS, integer=True)
-        check_number(scale, "guidance_scale", 0.0, MAX_GUIDANCE, integer=False)
+        check_sampling_args(num_images, steps, scale, images_name)
         distilled = self.defaults.get("distilled_steps")  # a student of pixlm.train.distill draws in that many only
         if distilled is not None and steps != distilled:
             raise ValueError(f"num_inference_steps={steps}: this model was distilled to draw in {distilled} steps "
@@ -143,10 +140,13 @@ class TextToImagePipeline:
 
     def generate(self, prompt: str | list[str], num_images_per_prompt: int = 1,
                  num_inference_steps: int | None = None, guidance_scale: float | None = None,
-                 negative_prompt: str | list[str] | None = None, seed: int | None = None,
+                 negative_prompt: str | list[str] | None = None, seed: int | list[int] | None = None,
                  callback: PreviewCallback | None = None, temperature: float | None = None,
                  expand: "bool | Expander" = False) -> PipelineOutput:
         """Like ``__call__`` but returns tokens and timings too.
+
+        Images come prompt by prompt, ``num_images_per_prompt`` each. ``seed=s`` gives image ``i`` the picture that
+        a one-image call with seed ``s + i`` draws; a list gives one seed per image.
 
         ``expand`` rewrites each prompt first: True uses the model folder's ``expander/``, or pass an
         ``Expander``; the rewrites are returned in ``revised_prompts``.
@@ -167,16 +167,16 @@ class TextToImagePipeline:
                 negatives = negatives * len(prompts)
             if len(negatives) != len(prompts):
                 raise ValueError(f"got {len(negatives)} negative prompts for {len(prompts)} prompts")
-        gen, _ = make_generator(seed, self.device)
-        t0 = time.perf_counter()
         rows = [p for p in prompts for _ in range(num_images_per_prompt)]
+        gens, _ = make_generators(seed, len(rows), self.device)
+        t0 = time.perf_counter()
         with torch.inference_mode():
             neg_rows = [n for n in negatives for _ in range(num_images_per_prompt)] if negatives else None
             cond, uncond = self.text_conditioning(rows, neg_rows, scale)
             t1 = time.perf_counter()
             sampler = make_sampler(self.generator.kind, steps, scale, temp, self.defaults)
             try:
-                tokens = sampler.sample(self.generator, cond, uncond, len(rows), generator=gen, callback=callback)
+                tokens = sampler.sample(self.generator, cond, uncond, len(rows), generator=gens, callback=callback)
             except RuntimeError as e:
                 if "probability tensor" in str(e):
                     raise FloatingPointError("the generator produced NaN/Inf logits; the weights are corrupt") from e
@@ -248,7 +248,7 @@ class TextToImagePipeline:
 
     def __call__(self, prompt: str | list[str], num_images_per_prompt: int = 1, num_inference_steps: int | None = None,
                  guidance_scale: float | None = None, negative_prompt: str | list[str] | None = None,
-                 seed: int | None = None, callback: PreviewCallback | None = None) -> list[Image.Image]:
+                 seed: int | list[int] | None = None, callback: PreviewCallback | None = None) -> list[Image.Image]:
         """Images in prompt order, then per-prompt order."""
         return self.generate(prompt, num_images_per_prompt, num_inference_steps, guidance_scale, negative_prompt,
                              seed, callback).images
@@ -264,21 +264,48 @@ class TextToImagePipeline:
         return tokens_to_images(self.vq, t.view(-1, g, g))
 
 
-def load_pipeline(path: str | os.PathLike | None = None, device: str = "cpu",
-                  precision: str = "auto") -> TextToImagePipeline:
+BACKENDS = ("torch", "onnxruntime")
+
+
+def load_pipeline(path: str | os.PathLike | None = None, device: str = "cpu", precision: str = "auto",
+                  backend: str = "torch", threads: int | None = None) -> TextToImagePipeline:
     """Load a pipeline from a model folder or a bundled model's name (``shapes``, ``emoji``); ``None`` loads
     the bundled shapes model. A name wins over a folder of the same name: write ``./emoji`` for the folder.
 
     ``precision`` (``pixlm.inference.PRECISIONS``): ``"auto"`` (default) the fastest inference path whose dev-set
     accuracy is within 1 point of float32 on this machine, ``"reference"`` plain float32 (bit-exact comparisons),
-    or an explicit ``"fp32"``, ``"bf16"``, ``"int8"``; see ``pixlm.inference.optimize``."""
+    or an explicit ``"fp32"``, ``"bf16"``, ``"int8"``; see ``pixlm.inference.optimize``.
+
+    ``backend="onnxruntime"`` loads a ``pixlm export onnx`` folder instead (``pip install 'pixlm[onnx]'``): the
+    networks run as ONNX Runtime sessions (``threads`` intra-op threads each) under the same sampler and checks."""
     from pixlm.inference import PRECISIONS, optimize
 
-    if precision not in PRECISIONS:  # before loading anything
+    if backend not in BACKENDS:  # before loading anything
+        raise ValueError(f"backend={backend!r} is not one of {BACKENDS}")
+    if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r} is not one of {PRECISIONS}")
+    if backend == "onnxruntime":
+        if path is None or (isinstance(path, str) and path in MODEL_NAMES):
+            raise ValueError("backend='onnxruntime' loads an exported folder: run `pixlm export onnx --model "
+                             f"{path or 'shapes'} --out DIR` first and pass DIR")
+        if precision != "auto":
+            raise ValueError(f"precision={precision!r} applies to the torch backend; an ONNX export runs in float32")
+        return _load_onnx(path, threads)
     if isinstance(path, str) and path in MODEL_NAMES:
         path = bundled_model_path(MODEL_NAMES[path])
     return optimize(TextToImagePipeline.from_pretrained(path, device=device), precision)
 
 
-__all__ = ["TextToImagePipeline", "load_pipeline", "GENERATORS"]
+def _load_onnx(path: str | os.PathLike, threads: int | None) -> TextToImagePipeline:
+    """The same pipeline with its text encoder network, generator and VQ as ``pixlm.inference.onnx`` sessions."""
+    from pixlm.checkpoint import load_config
+    from pixlm.inference.onnx import OnnxTextModel, load_onnx_components
+    from pixlm.text.encoder import TextEncoderConfig
+
+    parts = load_onnx_components(path, threads)
+    text = TextEncoder(load_config(parts.text_encoder_dir, TextEncoderConfig, "text_encoder"))
+    text.model = OnnxTextModel(parts.text_model, replaces=text.model)  # tokenizer and prompt cache stay
+    return TextToImagePipeline(parts.vq, text, parts.generator, parts.defaults)
+
+
+__all__ = ["TextToImagePipeline", "load_pipeline", "GENERATORS", "BACKENDS"]

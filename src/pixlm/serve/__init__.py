@@ -23,9 +23,10 @@ def build_app(pipeline, **kwargs: Any) -> "FastAPI":
 
 
 def run_server(model: str | os.PathLike | None = None, host: str = "127.0.0.1", port: int = 8000,
-               log_level: str = "info", fast: bool = False, **kwargs: Any) -> None:
-    """Load a model folder (None: the bundled model) and serve it until interrupted; ``fast`` is kept for
-    compatibility: the fast path (``precision="auto"``) is the default. ``kwargs`` go to :func:`build_app`
+               log_level: str = "info", precision: str = "auto", **kwargs: Any) -> None:
+    """Load a model folder (None: the bundled model) at ``precision`` (``load_pipeline``'s: the fast path
+    ``"auto"`` by default, ``"reference"`` for plain float32) and serve it until interrupted. ``kwargs`` go to
+    :func:`build_app`
     (``limits`` may be a dict of :class:`~pixlm.serve.schemas.Limits` fields to change)."""
     try:
         import uvicorn
@@ -46,8 +47,7 @@ def run_server(model: str | os.PathLike | None = None, host: str = "127.0.0.1", 
         check_public_url(kwargs["public_url"])  # before the model loads
     # A second line of defence behind the header check in decode_upload: PIL itself refuses anything over 2× this.
     Image.MAX_IMAGE_PIXELS = limits.max_image_pixels
-    pipeline = load_pipeline(model)
-    # (``fast`` is the default now: load_pipeline applies pixlm.inference.optimize(precision="auto"))
+    pipeline = load_pipeline(model, precision=precision)
     name = Path(model).resolve().name if model is not None else BUNDLED
     app = build_app(pipeline, model_name=kwargs.pop("model_name", None) or name, **kwargs)
     uvicorn.Server(server_config(app, host, port, log_level)).run()
