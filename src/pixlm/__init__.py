@@ -3,6 +3,7 @@
     import pixlm
     pipe = pixlm.load_pipeline()                    # the bundled shapes model; "emoji" for the emoji model
     image = pipe("two red circles above a blue square", seed=0)[0]
+    ref = pixlm.load_pipeline(precision="reference")  # plain float32 (the default is the fastest measured path)
 
 Names are resolved on first use, so ``import pixlm`` stays cheap (it does not import torch).
 """
@@ -22,6 +23,8 @@ _EXPORTS = {
     "EditOutput": "pixlm.pipelines.editing",
     "RerankOutput": "pixlm.pipelines.rerank",
     "generate_reranked": "pixlm.pipelines.rerank",
+    "optimize": "pixlm.inference",
+    "PRECISIONS": "pixlm.inference",
 }
 
 __all__ = ["__version__", *_EXPORTS]
