@@ -48,7 +48,7 @@ def teacher_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _cfg(teacher: Path, out: Path, **kw) -> DistillConfig:
     return DistillConfig(teacher=str(teacher), out=str(out), steps_student=2, rollouts=6, rollout_batch=1, steps=4,
-                         batch_size=3, lr=1e-3, warmup=1, log_every=1, ckpt_every=2, eval_every=0, eval_prompts=2,
+                         batch_size=3, lr=1e-3, warmup=1, log_every=1, ckpt_every=2, eval_every=0, eval_stride=100,
                          **kw)
 
 
@@ -61,6 +61,10 @@ def test_distill_writes_a_student_that_draws_in_its_steps_and_resumes_exactly(te
     resumed = distill(_cfg(teacher_dir, run, resume=True))
     steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]
     assert [s for s in steps if s > 2] == [3, 4]  # continued at step 3
+    last = json.loads((run / "log.jsonl").read_text().splitlines()[-1])
+    assert 0 <= last["dev_acc"] <= 1 and 0 <= last["para_acc"] <= 1  # judged on 3 dev + 3 paraphrase prompts
+    assert len((run / "eval_prompts.jsonl").read_text().splitlines()) == 6
+    assert (run / "eval" / "step-0000004" / "report.json").is_file()
     a, b = load_file(str(whole / "generator" / "model.safetensors")), load_file(str(resumed / "generator" /
                                                                                    "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # resumed = uninterrupted
