@@ -89,7 +89,8 @@ def maskgit_loop(model, prepared: dict, tokens: torch.Tensor, u_token: torch.Ten
     ``prepared``: the model's prepared text, conditional rows then (when ``use_cfg``) unconditional ones.
     ``u_token``, ``u_choice``: (steps, B, N) uniforms in [0, 1) for the token draws and the commit noise.
     ``frozen`` (B, N): positions that never change. ``first_prepared``: the conditional rows then one shared
-    unconditional row, used at step 0 when every unconditional row sees the same input.
+    unconditional row, used at step 0 when every unconditional row sees the same input. Raises
+    ``FloatingPointError`` after the loop when any step's logits were not finite (corrupt weights).
     """
     b = tokens.shape[0]
     to_fill = (tokens == mask_id).sum(1).float()  # (B,): the schedule scales to what this call must decode
@@ -97,6 +98,7 @@ def maskgit_loop(model, prepared: dict, tokens: torch.Tensor, u_token: torch.Ten
     if choice_temperature > 0:  # all steps' commit noise in one op (launches cost more than arithmetic here)
         gumbels = -torch.log(-torch.log(u_choice.clamp(1e-20, 1 - 1e-7)))  # (steps, B, N)
     inv_t = 1.0 / max(temperature, 1e-4)
+    finite = torch.ones((), dtype=torch.bool, device=tokens.device)  # NaN/Inf logits would sample silently
     for i in range(steps):
         if use_cfg and i == 0 and first_prepared is not None:
             h = model.hidden(torch.cat([tokens, tokens[:1]]), prepared=first_prepared).float()  # (B + 1, N, C)
@@ -107,6 +109,7 @@ def maskgit_loop(model, prepared: dict, tokens: torch.Tensor, u_token: torch.Ten
         else:
             out = model.hidden(tokens, prepared=prepared)
         logits = model.head_logits(out).float() * inv_t  # (B, N, V)
+        finite &= torch.isfinite(logits).all()  # a device-side flag: read once, after the loop
         probs = torch.softmax(logits, dim=-1)
         sampled = inverse_cdf_sample(probs, u_token[i])  # (B, N)
         gumbel = gumbels[i] if gumbels is not None else None
@@ -115,6 +118,8 @@ def maskgit_loop(model, prepared: dict, tokens: torch.Tensor, u_token: torch.Ten
                              choice_temperature=choice_temperature, revise_margin=revise_margin, frozen=frozen)
         if callback is not None:
             callback(i, steps, tokens)
+    if not bool(finite):
+        raise FloatingPointError("the generator produced NaN/Inf logits; the weights are corrupt")
     return tokens
 
 
