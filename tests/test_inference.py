@@ -122,6 +122,15 @@ def test_compile_compiles_the_generator_blocks(monkeypatch):
     assert modes == [None] and torch.equal(a.tokens, b.tokens)  # one block; the default mode on CPU
 
 
+@NO_BF16
+def test_compile_keeps_bf16_weights_dense_for_inductor(monkeypatch):
+    """Inductor cannot lower oneDNN's opaque packed weights (it packs its own): compiled swaps stay dense."""
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: fn)  # the layout is the point here, not compiling
+    gen = optimize(tiny_pipeline(), "bf16", compile=True).generator
+    assert gen.head.packed is None and gen.blocks[0].attn.processor.qkv.packed is None
+    assert optimize(tiny_pipeline(), "bf16").generator.head.packed is not None
+
+
 # ---------------------------------------------------------------------------------------------- layers
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(5, 24), (2, 7, 24)])

@@ -90,11 +90,12 @@ class FusedSelfAttnProcessor(AttnProcessor):
     the kernel chosen by rows (``MATMUL_FROM_ROWS``), the residual add fused into the output projection (make
     ``attn.out`` a ``PackedLinear`` too). Built from ``attn``'s float weights before they are swapped."""
 
-    def __init__(self, attn: Attention, dtype: torch.dtype) -> None:
+    def __init__(self, attn: Attention, dtype: torch.dtype, prepack: bool = True) -> None:
         dim = attn.q.weight.shape[0]
         self.heads = attn.heads
         scale = (dim // self.heads) ** -0.5
-        self.qkv = PackedLinear(torch.cat([attn.q.weight * scale, attn.kv_proj.weight]), None, dtype=dtype)
+        self.qkv = PackedLinear(torch.cat([attn.q.weight * scale, attn.kv_proj.weight]), None, dtype=dtype,
+                                prepack=prepack)
 
     def __call__(self, attn: Attention, x: torch.Tensor, context: torch.Tensor | None = None,
                  mask: torch.Tensor | None = None, kv: tuple[torch.Tensor, torch.Tensor] | None = None,
@@ -121,13 +122,13 @@ class FoldedCrossAttnProcessor(AttnProcessor):
     """Cross-attention folded per prompt (see the module docstring), in ``dtype``; keys and values (with a scaled
     packed q projection) for text longer than S·(H − 1) ≤ C. Built from ``attn``'s float weights."""
 
-    def __init__(self, attn: Attention, dtype: torch.dtype) -> None:
+    def __init__(self, attn: Attention, dtype: torch.dtype, prepack: bool = True) -> None:
         dim = attn.q.weight.shape[0]
         heads = self.heads = attn.heads
         dh = dim // heads
         scale = dh ** -0.5
         self.dtype, self.dim = dtype, dim
-        self.q = PackedLinear(attn.q.weight * scale, None, dtype=dtype)
+        self.q = PackedLinear(attn.q.weight * scale, None, dtype=dtype, prepack=prepack)
         w_q = attn.q.weight.detach().float()
         w_o = attn.out.weight.detach().float()
         self.q_heads = (w_q * scale).view(heads, dh, dim)  # (H, Dh, C), float32

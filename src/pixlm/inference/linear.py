@@ -47,10 +47,12 @@ class PackedLinear(nn.Module):
     """``activation(x Wᵀ + b)`` (+ ``add``) in ``dtype``; on the CPU in bfloat16, W reordered once into oneDNN's
     blocked layout. ``activation``: ``"none"`` or ``"gelu"`` (``approximate`` ``"none"`` or ``"tanh"``, as
     ``F.gelu``). ``forward(x, add=t)`` returns ``x Wᵀ + b + t`` (one kernel when packed; no activation then).
-    The state dict keeps ``weight`` and ``bias``, as ``nn.Linear``'s."""
+    The state dict keeps ``weight`` and ``bias``, as ``nn.Linear``'s. ``prepack=False`` keeps the weight dense
+    (``F.linear`` then the post-op) for ``torch.compile``, whose Inductor packs weights itself and cannot lower
+    the opaque packed one."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, activation: str = "none",
-                 approximate: str = "none", dtype: torch.dtype = BF16) -> None:
+                 approximate: str = "none", dtype: torch.dtype = BF16, prepack: bool = True) -> None:
         super().__init__()
         _check_dtype(dtype)
         if activation not in ("none", "gelu"):
@@ -61,7 +63,7 @@ class PackedLinear(nn.Module):
         self.register_buffer("bias", None if bias is None else bias.detach().to(dtype).contiguous())
         self.activation, self.approximate = activation, approximate
         # an opaque oneDNN tensor (no storage): a plain attribute, rebuilt by __deepcopy__
-        packed = dtype == BF16 and self.weight.device.type == "cpu"
+        packed = prepack and dtype == BF16 and self.weight.device.type == "cpu"
         self.packed = torch.ops.mkldnn._reorder_linear_weight(self.weight, ROWS_HINT) if packed else None
 
     @classmethod
@@ -84,7 +86,7 @@ class PackedLinear(nn.Module):
 
     def __deepcopy__(self, memo: dict) -> "PackedLinear":
         return PackedLinear(self.weight.clone(), None if self.bias is None else self.bias.clone(),
-                            self.activation, self.approximate, self.weight.dtype)
+                            self.activation, self.approximate, self.weight.dtype, self.packed is not None)
 
     def extra_repr(self) -> str:
         out, inp = self.weight.shape
@@ -105,10 +107,11 @@ class PackedMLP(nn.Module):
     """``layers.MLP`` with its GELU fused into ``fc1`` (exact erf form: at most 5e-4 from the tanh form, and
     its fused kernel ran 83 against 141 µs for tanh, 128 × 192 → 768 bf16) and the residual add into ``fc2``."""
 
-    def __init__(self, mlp: nn.Module, dtype: torch.dtype) -> None:
+    def __init__(self, mlp: nn.Module, dtype: torch.dtype, prepack: bool = True) -> None:
         super().__init__()
-        self.fc1 = PackedLinear.from_linear(mlp.fc1, activation="gelu", approximate="none", dtype=dtype)
-        self.fc2 = PackedLinear.from_linear(mlp.fc2, dtype=dtype)
+        self.fc1 = PackedLinear.from_linear(mlp.fc1, activation="gelu", approximate="none", dtype=dtype,
+                                            prepack=prepack)
+        self.fc2 = PackedLinear.from_linear(mlp.fc2, dtype=dtype, prepack=prepack)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         return linear_add(self.fc2, self.fc1(x), residual)
@@ -162,10 +165,10 @@ class PackedConv2d(nn.Module):
         return f"{i * self.groups}, {o}, kernel=({kh}, {kw}), stride={self.stride}, padding={self.padding}"
 
 
-def swap_layers(module: nn.Module, dtype: torch.dtype, convs: bool = False) -> int:
+def swap_layers(module: nn.Module, dtype: torch.dtype, convs: bool = False, prepack: bool = True) -> int:
     """In place: ``module`` in ``dtype``, every ``layers.MLP`` replaced by a :class:`PackedMLP`, every other
-    ``nn.Linear`` by a :class:`PackedLinear` and, when ``convs``, every zero-padded ``nn.Conv2d`` by a
-    :class:`PackedConv2d` (bfloat16 on the CPU only). Returns how many modules were replaced."""
+    ``nn.Linear`` by a :class:`PackedLinear` (``prepack``: see there) and, when ``convs``, every zero-padded
+    ``nn.Conv2d`` by a :class:`PackedConv2d` (bfloat16 on the CPU only). Returns how many modules were replaced."""
     from pixlm.models.layers import MLP
 
     _check_dtype(dtype)
@@ -176,9 +179,9 @@ def swap_layers(module: nn.Module, dtype: torch.dtype, convs: bool = False) -> i
     for parent in list(module.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, MLP):
-                new: nn.Module | None = PackedMLP(child, dtype)
+                new: nn.Module | None = PackedMLP(child, dtype, prepack)
             elif isinstance(child, nn.Linear):
-                new = PackedLinear.from_linear(child, dtype=dtype)
+                new = PackedLinear.from_linear(child, dtype=dtype, prepack=prepack)
             elif convs and PackedConv2d.supports(child):
                 new = PackedConv2d.from_conv(child, dtype)
             else:

@@ -103,13 +103,14 @@ def optimize(pipe: Any, precision: str = "auto", *, threads: int | None = None, 
 def optimize_generator(gen: nn.Module, precision: str, compile: bool = False) -> nn.Module:
     """The generator part of :func:`optimize`, in place, for an explicit ``precision`` (not ``"auto"``): swaps for
     ``fp32``/``bf16``, quantisation for ``int8``, nothing for ``reference``; ``compile`` compiles each block
-    (``mode="reduce-overhead"``, i.e. CUDA graphs, on CUDA). Returns ``gen``."""
+    (``mode="reduce-overhead"``, i.e. CUDA graphs, on CUDA) and keeps the swapped weights dense (Inductor packs
+    them itself; it cannot lower oneDNN's opaque packed weights). Returns ``gen``."""
     if precision not in PRECISIONS or precision == "auto":
         raise ValueError(f"precision={precision!r} is not one of {PRECISIONS[1:]}")
     gen.eval().requires_grad_(False)
     if precision in DTYPES:
-        set_fused_processors(gen, DTYPES[precision])
-        swap_layers(gen, DTYPES[precision])
+        set_fused_processors(gen, DTYPES[precision], prepack=not compile)
+        swap_layers(gen, DTYPES[precision], prepack=not compile)
     elif precision == "int8":
         quantize_int8(gen)
     if compile:
@@ -119,19 +120,20 @@ def optimize_generator(gen: nn.Module, precision: str, compile: bool = False) ->
     return gen
 
 
-def set_fused_processors(model: nn.Module, dtype: torch.dtype) -> int:
+def set_fused_processors(model: nn.Module, dtype: torch.dtype, prepack: bool = True) -> int:
     """Give every ``layers.Attention`` in ``model`` a fused processor in ``dtype``: self-attention q/k/v as one
-    linear, cross-attention folded per prompt. Call before :func:`~pixlm.inference.linear.swap_layers` (the
-    processors are built from the float weights). Returns how many were set."""
+    linear, cross-attention folded per prompt (``prepack``: see ``PackedLinear``). Call before
+    :func:`~pixlm.inference.linear.swap_layers` (the processors are built from the float weights). Returns how
+    many were set."""
     from pixlm.models.layers import Block
 
     n = 0
     for blk in model.modules():
         if isinstance(blk, Block):
-            blk.attn.set_processor(FusedSelfAttnProcessor(blk.attn, dtype))
+            blk.attn.set_processor(FusedSelfAttnProcessor(blk.attn, dtype, prepack))
             n += 1
             if blk.cross:
-                blk.cross_attn.set_processor(FoldedCrossAttnProcessor(blk.cross_attn, dtype))
+                blk.cross_attn.set_processor(FoldedCrossAttnProcessor(blk.cross_attn, dtype, prepack))
                 n += 1
     return n
 
