@@ -117,6 +117,19 @@ class PackedMLP(nn.Module):
         return linear_add(self.fc2, self.fc1(x), residual)
 
 
+class PackedAddNorm(nn.Module):
+    """A swap for a post-norm output block, ``LayerNorm(dense(h) + residual)`` (BERT's ``BertSelfOutput`` and
+    ``BertOutput``), with the residual add fused into the packed ``dense``. Same call: ``(h, residual)``."""
+
+    def __init__(self, block: nn.Module, dtype: torch.dtype, prepack: bool = True) -> None:
+        super().__init__()
+        self.dense = PackedLinear.from_linear(block.dense, dtype=dtype, prepack=prepack)
+        self.LayerNorm = block.LayerNorm
+
+    def forward(self, h: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dense(h, add=residual))
+
+
 def _pair(v: Any) -> list[int]:
     return [int(v), int(v)] if isinstance(v, int) else [int(x) for x in v]
 

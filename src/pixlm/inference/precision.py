@@ -39,7 +39,7 @@ import torch.nn as nn
 
 from pixlm.inference.attention import (FoldedCrossAttnProcessor, FusedBertSelfAttention, FusedSelfAttnProcessor,
                                        MatmulAttnProcessor)
-from pixlm.inference.linear import cast_io, packing_supported, swap_layers
+from pixlm.inference.linear import PackedAddNorm, PackedLinear, cast_io, packing_supported, swap_layers
 
 PRECISIONS = ("auto", "reference", "fp32", "bf16", "int8")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -159,15 +159,18 @@ def quantize_int8(model: nn.Module) -> nn.Module:
 
 
 def swap_text_encoder(model: nn.Module, dtype: torch.dtype) -> bool:
-    """In place: pixlm's BERT (``pixlm.text.bert``) with q/k/v fused into one linear per layer, every linear
-    packed in ``dtype``, float32 in and out. Other encoders (a Hugging Face folder, the tiny test encoder) are
+    """In place: pixlm's BERT (``pixlm.text.bert``) with q/k/v fused into one linear per layer, the GELU and the
+    residual adds fused into their linears, every linear packed in ``dtype``, float32 in and out. Other encoders (a Hugging Face folder, the tiny test encoder) are
     left as they are. Returns whether ``model`` was swapped."""
-    attention = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
-                 if type(child).__name__ == "BertSelfAttention" and _is_pixlm_module(child)]
-    if not attention:
+    swaps = {"BertSelfAttention": lambda m: FusedBertSelfAttention(m, dtype),  # q, k, v as one linear
+             "BertIntermediate": lambda m: PackedLinear.from_linear(m.dense, activation="gelu", dtype=dtype),
+             "BertSelfOutput": lambda m: PackedAddNorm(m, dtype), "BertOutput": lambda m: PackedAddNorm(m, dtype)}
+    found = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
+             if type(child).__name__ in swaps and _is_pixlm_module(child)]
+    if not found:
         return False
-    for parent, name, child in attention:
-        setattr(parent, name, FusedBertSelfAttention(child, dtype))
+    for parent, name, child in found:
+        setattr(parent, name, swaps[type(child).__name__](child))
     swap_layers(model, dtype)
     if dtype != torch.float32:
         cast_io(model, dtype)

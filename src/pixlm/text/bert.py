@@ -89,6 +89,9 @@ class BertSelfOutput(nn.Module):
         self.dense = nn.Linear(c.hidden_size, c.hidden_size)
         self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
 
+    def forward(self, h: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dense(h) + residual)  # post-norm
+
 
 class BertAttention(nn.Module):
     def __init__(self, c: BertConfig) -> None:
@@ -102,12 +105,14 @@ class BertIntermediate(nn.Module):
         super().__init__()
         self.dense = nn.Linear(c.hidden_size, c.intermediate_size)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.gelu(self.dense(x))  # exact (erf) GELU, as BERT's "gelu"
 
-class BertOutput(nn.Module):
+
+class BertOutput(BertSelfOutput):
     def __init__(self, c: BertConfig) -> None:
-        super().__init__()
+        super().__init__(c)
         self.dense = nn.Linear(c.intermediate_size, c.hidden_size)
-        self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
 
 
 class BertLayer(nn.Module):
@@ -120,10 +125,8 @@ class BertLayer(nn.Module):
         self.output = BertOutput(c)
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        att = self.attention
-        x = att.output.LayerNorm(x + att.output.dense(att.self(x, bias)))
-        h = F.gelu(self.intermediate.dense(x))  # exact (erf) GELU, as BERT's "gelu"
-        return self.output.LayerNorm(x + self.output.dense(h))
+        x = self.attention.output(self.attention.self(x, bias), x)
+        return self.output(self.intermediate(x), x)
 
 
 class BertEncoder(nn.Module):
