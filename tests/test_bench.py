@@ -35,6 +35,8 @@ def prompt_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_bench_writes_rows_table_and_plot(model_dirs: dict[str, Path], prompt_file: Path, tmp_path: Path) -> None:
     cfg = BenchConfig(warmup=1, throughput_batch=4, throughput_repeats=2, memory="inprocess",
                       steps={"masked": (2, 3), "diffusion": (2,)})

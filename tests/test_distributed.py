@@ -54,6 +54,8 @@ def test_gradient_accumulation_matches_one_big_batch(big_batch_run: Path, vq_dir
     assert losses(small) != pytest.approx(losses(run), rel=1e-5)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_two_gloo_processes_match_one_process(big_batch_run: Path, vq_dir: Path, tmp_path: Path) -> None:
     run = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
