@@ -124,15 +124,9 @@ def test_bench_runs_a_student_at_its_own_step_count(teacher_dir: Path, tmp_path:
 
 
 def _device_script():
-    import importlib.util
-    import sys
+    from bench_helpers import load_benchmark
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "device_distill.py"
-    spec = importlib.util.spec_from_file_location("pixlm_bench_device_distill", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("device_distill")
 
 
 def test_device_script_dry_run_times_teacher_students_and_amused(tmp_path: Path) -> None:

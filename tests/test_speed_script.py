@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
+from bench_helpers import load_benchmark
 
 from pixlm.models.masked import MaskedConfig
 from pixlm.models.presets import param_count
 
 
 def _speed_module():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "speed.py"
-    spec = importlib.util.spec_from_file_location("pixlm_bench_speed", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("speed")
 
 
 def test_speed_script_builds_a_matched_tiny_amused(tmp_path):
