@@ -19,7 +19,7 @@ from pixlm.eval.report import run_eval
 # Two prompts per dev category plus two paraphrases: 14 prompt-spec rows.
 ROWS = [r for c in ("single_object", "position", "two_objects", "counting", "color_attribution", "relation")
         for r in [x for x in load_specs() if x["category"] == c][:2]]
-ROWS += load_specs(Path(__file__).resolve().parents[1] / "src/pixlm/assets/paraphrase_prompts.jsonl")[::60]
+ROWS += load_specs(Path(__file__).resolve().parents[1] / "src/pixlm/assets/paraphrase_prompts.jsonl")[:120:60]
 
 
 def true_image(spec: dict, rng: random.Random) -> Image.Image:
