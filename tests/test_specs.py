@@ -189,7 +189,7 @@ def test_free_prompts_normalise_into_the_grammar_without_wrong_readings() -> Non
 
     from pixlm.data import phrasing
     from pixlm.data.loose import intended_specs, spec_implies
-    from pixlm.data.specs import normalize_prompt, parse_free_prompt
+    from pixlm.data.free_wording import normalize_prompt, parse_free_prompt
     from pixlm.eval.paraphrase import make_paraphrase_set
 
     assert normalize_prompt("Draw me a big azure box!") == "a large blue square"
