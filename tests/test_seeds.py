@@ -75,3 +75,22 @@ def test_cli_first_picture_of_n_is_the_one_picture_call(tmp_path, runner) -> Non
     assert np.abs(outs[0] - outs[1]).max() <= 1
     bad = runner.invoke(app, ["generate", "a red circle", "--model", str(tmp_path / "missing"), "-n", "0"])
     assert bad.exit_code == 1 and "num_images_per_prompt=0" in bad.output  # checked before the model is looked up
+
+
+def test_step0_cache_serves_every_call_and_batch_the_same_unconditional_row() -> None:
+    from pixlm.inference import optimize
+
+    pipe = optimize(tiny_pipeline(seed=4), "fp32")
+    cache = pipe.generator.step0_cache
+    one = pipe.generate("a red circle", seed=3, num_inference_steps=4)  # computes and keeps the "" row
+    assert len(cache.entries) == 1
+    many = pipe.generate(["a red circle", "three small blue squares at the top"], seed=3, num_inference_steps=4)
+    assert len(cache.entries) == 1  # another call, other prompt lengths (other padding): the same entry
+    assert torch.equal(one.tokens[0], many.tokens[0])
+    pipe.generate("a red circle", negative_prompt="green", seed=3, num_inference_steps=4)
+    assert len(cache.entries) == 2  # another negative prompt, another row
+    pipe.generate("a red circle", negative_prompt="blue", seed=3, num_inference_steps=4)
+    assert len(cache.entries) == 3  # same length as "green", other words: never served the "green" row
+    pipe.generator.step0_cache = None  # the same call without the cache: the row computed in the batch
+    plain = pipe.generate(["a red circle", "three small blue squares at the top"], seed=3, num_inference_steps=4)
+    assert (plain.tokens == many.tokens).float().mean() > 0.95  # equal up to the rounding of a smaller batch

@@ -104,7 +104,7 @@ class FusedSelfAttnProcessor(AttnProcessor):
             raise ValueError("FusedSelfAttnProcessor serves bidirectional self-attention (no context, kv or causal mask)")
         b, n, d = x.shape
         qkv = self.qkv(x).view(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4)  # (3, B, H, N, Dh)
-        matmul = _uses_matmul(qkv, True)
+        matmul = _uses_matmul(qkv[0], True)  # by the batch rows B (not the 3 of q, k, v)
         if matmul:  # one copy for all three, then views for the batched matmuls
             qkv = qkv.contiguous()
         q, k, v = qkv
@@ -136,6 +136,16 @@ class FoldedCrossAttnProcessor(AttnProcessor):
         bias = attn.out.bias
         # shared out over the heads: each head's attention weights sum to 1
         self.out_bias = (bias.detach().float() if bias is not None else torch.zeros(dim, device=w_o.device)) / heads
+        self._last_bias: tuple | None = None  # (mask, dtype, bias) of the last call: see _folded_bias
+
+    def _folded_bias(self, mask: torch.Tensor, dtype: torch.dtype, heads: int) -> torch.Tensor:
+        """(B, 1, H·S) additive bias of the text mask, built once per call: every step passes the same mask."""
+        last = self._last_bias
+        if last is None or last[0] is not mask or last[1] != dtype:
+            b, s = mask.shape
+            bias = attention_bias(mask, dtype).expand(b, 1, heads, s).reshape(b, 1, heads * s)
+            self._last_bias = last = (mask, dtype, bias)
+        return last[2]
 
     def prepare(self, attn: Attention, context: torch.Tensor) -> PerText:
         k, v = (t.contiguous() for t in attn.project_kv(context))  # (B, H, S, Dh), views for the matmuls
@@ -161,8 +171,7 @@ class FoldedCrossAttnProcessor(AttnProcessor):
             if mask is None:
                 scores = torch.bmm(x, lhs)
             else:
-                bias = attention_bias(mask, x.dtype).expand(b, 1, h, s).reshape(b, 1, h * s)
-                scores = torch.baddbmm(bias, x, lhs)  # (B, N, H·S)
+                scores = torch.baddbmm(self._folded_bias(mask, x.dtype, h), x, lhs)  # (B, N, H·S)
             p = torch.softmax(scores.view(b, n, h, s), dim=-1).view(b, n, h * s)
             if residual is None:
                 return torch.bmm(p, values.view(b, h * s, d))

@@ -117,6 +117,10 @@ def optimize_generator(gen: nn.Module, precision: str, compile: bool = False) ->
         mode = "reduce-overhead" if _device(gen).type == "cuda" else None
         for block in getattr(gen, "blocks", ()):
             block.compile(mode=mode)
+    if precision != "reference" and getattr(gen, "kind", None) == "masked":
+        from pixlm.sampling.maskgit import Step0Cache
+
+        gen.step0_cache = Step0Cache()  # its weights no longer change: step 0's unconditional row is kept
     return gen
 
 

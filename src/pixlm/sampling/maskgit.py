@@ -63,14 +63,72 @@ class MaskGITSampler:
             frozen = tokens != mask_id  # given by the caller: never re-masked
         use_cfg = uncond is not None and self.guidance_scale != 1.0
         prepared = concat_prepared(cond, uncond) if use_cfg else cond
-        first = None
-        if use_cfg and frozen is None and batch > 1 and _same_rows(uncond):  # one negative prompt: share step 0's
-            first = concat_prepared(cond, take_rows(uncond, 0, 1))
+        first = first_uncond = None
+        if use_cfg and frozen is None and _same_rows(uncond):  # one negative prompt: step 0's row is shared
+            cache = getattr(model, "step0_cache", None)  # an inference copy's (pixlm.inference.optimize)
+            if cache is not None:
+                first_uncond = cache.lookup(model, take_rows(uncond, 0, 1), tokens[:1])
+            elif batch > 1:
+                first = concat_prepared(cond, take_rows(uncond, 0, 1))
         u = rand_rows(generator, batch, (2, steps, n), device).transpose(0, 2)  # (steps, 2, B, N)
         return maskgit_loop(model, prepared, tokens, u[:, 0], u[:, 1], mask_id=mask_id, steps=steps,
                             guidance_scale=float(self.guidance_scale), use_cfg=use_cfg,
                             temperature=float(self.temperature), choice_temperature=float(self.choice_temperature),
-                            revise_margin=self.revise_margin, frozen=frozen, first_prepared=first, callback=callback)
+                            revise_margin=self.revise_margin, frozen=frozen, first_prepared=first,
+                            first_uncond=first_uncond, callback=callback)
+
+
+class Step0Cache:
+    """The unconditional row's step-0 hidden states per negative prompt, kept across calls.
+
+    At step 0 every token of a fresh image is masked, so that row depends only on the weights and the negative
+    prompt: an inference copy of a generator, whose weights never change, keeps it (``pixlm.inference.optimize``
+    gives one a cache; a trainable model has none). Every call then runs step 0 on its conditional rows only,
+    and every batch size sees the same unconditional row. Keyed by the prepared text itself, trimmed to its real
+    length (the padding depends on the other prompts of a call) and compared up to batching's rounding
+    (``_same_text``), so a changed prompt is never served stale."""
+
+    def __init__(self, size: int = 8) -> None:
+        self.size = size
+        self.entries: list[tuple[list[torch.Tensor], torch.Tensor]] = []  # (key tensors, hidden (1, N, C)), newest last
+
+    def lookup(self, model, row: dict, tokens: torch.Tensor) -> torch.Tensor:
+        """The hidden states (1, N, C) of ``row`` (one prepared unconditional row) at the fully masked ``tokens``
+        (1, N): cached, or computed on the trimmed row and kept."""
+        trimmed = _trim(row, int(row["mask"][0].sum()))  # right-padded: the real text comes first
+        key: list[torch.Tensor] = []
+        map_tensors(key.append, {k: v for k, v in trimmed.items() if k != "mask"})
+        for i, (k, h) in enumerate(self.entries):
+            if len(k) == len(key) and all(_same_text(a, b) for a, b in zip(k, key)):
+                self.entries.append(self.entries.pop(i))
+                return h
+        h = model.hidden(tokens, prepared=trimmed).float()
+        self.entries = [*self.entries[-(self.size - 1):], ([t.clone() for t in key], h)]
+        return h
+
+
+def _same_text(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether two prepared-text tensors come from the same prompt: equal up to the rounding that batching with
+    other prompts brings (the projections run over every prompt of a call: 1e-6 in float32, 1e-2 in bfloat16,
+    relative to the tensor's largest entry); another prompt differs by far more."""
+    if a.shape != b.shape:
+        return False
+    a, b = a.float(), b.float()
+    return bool((a - b).abs().max() <= 0.02 * a.abs().max() + 1e-6)
+
+
+def _trim(row: dict, length: int) -> dict:
+    """A prepared row cut to its first ``length`` text positions (per-layer tensors along their declared axes)."""
+    out: dict = {}
+    for name, value in row.items():
+        if name == "mask":
+            out[name] = value[:, :length]
+        elif isinstance(value, list):
+            out[name] = [layer.map(lambda t, d: t.narrow(d, 0, length).contiguous()) if hasattr(layer, "map") else layer
+                         for layer in value]
+        else:
+            out[name] = value.narrow(1, 0, length)
+    return out
 
 
 def _same_rows(prepared: dict) -> bool:
@@ -83,14 +141,17 @@ def _same_rows(prepared: dict) -> bool:
 def maskgit_loop(model, prepared: dict, tokens: torch.Tensor, u_token: torch.Tensor, u_choice: torch.Tensor, *,
                  mask_id: int, steps: int, guidance_scale: float, use_cfg: bool, temperature: float,
                  choice_temperature: float, revise_margin: float | None = None, frozen: torch.Tensor | None = None,
-                 first_prepared: dict | None = None, callback: StepCallback | None = None) -> torch.Tensor:
+                 first_prepared: dict | None = None, first_uncond: torch.Tensor | None = None,
+                 callback: StepCallback | None = None) -> torch.Tensor:
     """The K-step MaskGIT loop with fixed shapes and no host syncs: (B, N) start tokens → (B, N) tokens.
 
     ``prepared``: the model's prepared text, conditional rows then (when ``use_cfg``) unconditional ones.
     ``u_token``, ``u_choice``: (steps, B, N) uniforms in [0, 1) for the token draws and the commit noise.
     ``frozen`` (B, N): positions that never change. ``first_prepared``: the conditional rows then one shared
-    unconditional row, used at step 0 when every unconditional row sees the same input. Raises
-    ``FloatingPointError`` after the loop when any step's logits were not finite (corrupt weights).
+    unconditional row, used at step 0 when every unconditional row sees the same input; ``first_uncond``: that
+    row's step-0 hidden states (1, N, C) already computed (``Step0Cache``): step 0 then runs the conditional rows
+    only. Raises
+    ``FloatingPointError`` after the loop when the last step's logits are not finite (corrupt weights).
     """
     b = tokens.shape[0]
     to_fill = (tokens == mask_id).sum(1).float()  # (B,): the schedule scales to what this call must decode
@@ -98,9 +159,11 @@ def maskgit_loop(model, prepared: dict, tokens: torch.Tensor, u_token: torch.Ten
     if choice_temperature > 0:  # all steps' commit noise in one op (launches cost more than arithmetic here)
         gumbels = -torch.log(-torch.log(u_choice.clamp(1e-20, 1 - 1e-7)))  # (steps, B, N)
     inv_t = 1.0 / max(temperature, 1e-4)
-    finite = torch.ones((), dtype=torch.bool, device=tokens.device)  # NaN/Inf logits would sample silently
     for i in range(steps):
-        if use_cfg and i == 0 and first_prepared is not None:
+        if use_cfg and i == 0 and first_uncond is not None:
+            c = model.hidden(tokens, prepared=take_rows(prepared, 0, b)).float()  # (B, N, C)
+            out = torch.lerp(first_uncond.expand_as(c), c, guidance_scale)
+        elif use_cfg and i == 0 and first_prepared is not None:
             h = model.hidden(torch.cat([tokens, tokens[:1]]), prepared=first_prepared).float()  # (B + 1, N, C)
             out = torch.lerp(h[b:].expand(b, -1, -1), h[:b], guidance_scale)
         elif use_cfg:
@@ -108,8 +171,9 @@ def maskgit_loop(model, prepared: dict, tokens: torch.Tensor, u_token: torch.Ten
             out = torch.lerp(u, c, guidance_scale)  # u + scale · (c − u)
         else:
             out = model.hidden(tokens, prepared=prepared)
-        logits = model.head_logits(out).float() * inv_t  # (B, N, V)
-        finite &= torch.isfinite(logits).all()  # a device-side flag: read once, after the loop
+        logits = model.head_logits(out).float()  # (B, N, V), a new tensor: scaled in place
+        if inv_t != 1.0:
+            logits.mul_(inv_t)
         probs = torch.softmax(logits, dim=-1)
         sampled = inverse_cdf_sample(probs, u_token[i])  # (B, N)
         gumbel = gumbels[i] if gumbels is not None else None
@@ -118,7 +182,9 @@ def maskgit_loop(model, prepared: dict, tokens: torch.Tensor, u_token: torch.Ten
                              choice_temperature=choice_temperature, revise_margin=revise_margin, frozen=frozen)
         if callback is not None:
             callback(i, steps, tokens)
-    if not bool(finite):
+    # NaN/Inf logits would sample silently; corrupt weights make every step's logits non-finite, so the last
+    # step's are checked, once, after the loop (no per-step host sync or full-size check)
+    if not bool(torch.isfinite(logits).all()):
         raise FloatingPointError("the generator produced NaN/Inf logits; the weights are corrupt")
     return tokens
 
