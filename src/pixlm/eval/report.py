@@ -140,7 +140,7 @@ def decoder_ceiling(pipeline: Any, references: Sequence[Image.Image], specs: Seq
     recon: list[Image.Image] = []
     with torch.no_grad():
         for i in range(0, len(references), 64):
-            x = images_to_batch(references[i:i + 64]).to(next(vq.parameters()).device)
+            x = images_to_batch(references[i:i + 64]).to(getattr(pipeline, "device", "cpu"))  # vq may be a runtime session
             y = ((vq.decode(vq.encode(x)).clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu()
             recon.extend(Image.fromarray(a) for a in y.numpy())
     oks = verdicts([r.objects for r in judge.read_many(recon)], specs)
