@@ -72,6 +72,7 @@ class EmojiRecipeConfig:
     tokenizer_levels: str = "7,5,5,5,5"  # FSQ levels: 4375 codes
     tokenizer_channels: str = "32,64,128,256"  # encoder/decoder channels at 64, 32, 16 and 8 px
     tokenizer_ckpt_every: int = 100  # 5-15 minutes on one nice'd thread of a shared 2-core CPU
+    tokenizer_init_from: str = ""  # a tokenizer folder to start from when WORK has no checkpoint (committed weights)
     generator_phases: str = "500:400,2000:1600"  # STEPS[:STOP],...: cosine schedules, each resuming the last
     generator_batch: int = 64
     generator_dim: int = 192
@@ -139,7 +140,8 @@ def stage_tokenizer(cfg: EmojiRecipeConfig, data: Path) -> Path:
             train_tokenizer(TokenizerTrainConfig(
                 out=str(out), steps=cfg.tokenizer_steps, stop_at=cfg.tokenizer_stop_at, batch_size=cfg.tokenizer_batch,
                 lr=cfg.tokenizer_lr, seed=cfg.seed, ckpt_every=cfg.tokenizer_ckpt_every, resume=True,
-                levels=_ints(cfg.tokenizer_levels), channels=_ints(cfg.tokenizer_channels)))
+                levels=_ints(cfg.tokenizer_levels), channels=_ints(cfg.tokenizer_channels),
+                init_from=cfg.tokenizer_init_from))
         if not any(seed == cfg.seed for seed, _ in drawn):
             raise RuntimeError("pixlm.train.tokenizer no longer draws its batches through shapes_batch, so the emoji "
                                "pictures were not used: update tokenizer_on_pictures")

@@ -47,7 +47,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
     if loop.fsdp:
         raise ValueError("the tokenizer trains with DDP (plain `accelerate launch` or --num-processes); its few "
                          "million parameters need no sharding, and FSDP is supported for the generator only")
-    model = VQModel.from_pretrained(cfg.init_from).train() if cfg.init_from else \
+    model = VQModel.from_pretrained(cfg.init_from).float().train() if cfg.init_from else \
         VQModel(VQConfig(channels=cfg.channels, levels=cfg.levels))
     if cfg.freeze_encoder:
         model.encoder.requires_grad_(False)
