@@ -104,7 +104,6 @@ class TextEncoder:
             self.tokenizer = BertTokenizer(path, config.max_length)
             self.model = BertModel.from_folder(path).requires_grad_(False)
         else:
-            self.tokenizer = self.model = None
             self._load_hf(config.path)
         self.model.to(self.device).eval()
 
