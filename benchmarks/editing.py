@@ -11,8 +11,8 @@ spec. ``candidates`` > 1 keeps the first of N samples whose geometric reading fi
 reader as the judge, so it is reported separately.
 
 Preservation: tokens outside the re-masked region are compared with the source's (exactly kept by construction);
-pixels more than one token away from the region are compared with the decoding of the source tokens (the decoder is
-convolutional, so it blends across one token's border); and the result is re-encoded (the tokenizer is not
+pixels more than one token away from the region are compared with the source picture (the edits show the input's
+own pixels outside the repainted area); and the result is re-encoded (the tokenizer is not
 idempotent, so this mostly measures the tokenizer). For inpainting with random rectangular masks likewise. Writes ``editing.json``. Not a test: it measures, it does not assert.
 """
 
@@ -99,11 +99,11 @@ def main() -> None:
     import numpy as np
     import torch.nn.functional as F
 
-    from pixlm.pipelines.common import tokens_to_images
-
-    def pixels_kept(pipe, src_tokens: torch.Tensor, edited: Image.Image, repainted: torch.Tensor) -> tuple[int, int]:
-        """Pixels farther than one token from the re-masked region that match the source's decoding (±8)."""
-        ref = np.asarray(tokens_to_images(pipe.vq, src_tokens[None])[0], dtype=np.int16)
+    def pixels_kept(source: Image.Image, edited: Image.Image, repainted: torch.Tensor) -> tuple[int, int]:
+        """Pixels farther than one token from the re-masked region that match the source picture (±8). The edits
+        show the input's own pixels outside what they repaint (``keep_pixels``); before that, the source tokens'
+        decoding was the reference, since the tokenizer's round trip changed them."""
+        ref = np.asarray(source.convert("RGB"), dtype=np.int16)
         near = F.max_pool2d(repainted.float()[None, None], 3, stride=1, padding=1)[0, 0] > 0  # dilate by a token
         far = ~np.kron(near.numpy(), np.ones((8, 8), dtype=bool)).astype(bool)
         same = np.abs(np.asarray(edited, dtype=np.int16) - ref).max(axis=2) <= 8
@@ -133,7 +133,7 @@ def main() -> None:
             kept_total += int(outside.sum())
             reenc = encode_images(pipe, out.images[0])[0]
             reenc_same += int((reenc[outside] == src[outside]).sum())
-            ps, pt = pixels_kept(pipe, src, out.images[0], out.repainted[0])
+            ps, pt = pixels_kept(src_img, out.images[0], out.repainted[0])
             px_same, px_total = px_same + ps, px_total + pt
             if not ok and len(failures) < 10:
                 failures.append({"instruction": t["instruction"], "source": t["scene"].to_dicts(),
@@ -166,7 +166,7 @@ def main() -> None:
         kept_same += int((out.tokens[0][outside] == src[outside]).sum())
         reenc_same += int((encode_images(pipe, out.images[0])[0][outside] == src[outside]).sum())
         kept_total += int(outside.sum())
-        ps, pt = pixels_kept(pipe, src, out.images[0], out.repainted[0])
+        ps, pt = pixels_kept(img, out.images[0], out.repainted[0])
         px_same, px_total = px_same + ps, px_total + pt
     result["inpaint"] = {"n": a.inpaint_n, "tokens_outside_mask_unchanged": kept_same / max(1, kept_total),
                          "reencoded_tokens_outside_mask_unchanged": reenc_same / max(1, kept_total),

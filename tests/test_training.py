@@ -43,6 +43,24 @@ def test_tokenizer_run_writes_model_logs_and_checkpoints(tokenizer_run: Path) ->
     assert tokens.shape == (2, 8, 8) and int(tokens.max()) < vq.vocab_size
 
 
+def test_tokenizer_grid_follows_the_number_of_channel_entries(tmp_path: Path) -> None:
+    """Three channel entries halve twice: a 16×16 token grid (the emoji tokenizer); bf16 autocast trains it."""
+    from pixlm.models.vq import VQConfig
+
+    run = tmp_path / "tok16"
+    train_tokenizer(TokenizerTrainConfig(out=str(run), steps=2, channels=(8, 16, 16), levels=(4, 4, 4), res_blocks=1,
+                                         batch_size=2, log_every=1, ckpt_every=2, mixed_precision="bf16"))
+    vq = VQModel.from_pretrained(run / "model")
+    assert vq.config.grid == 16
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    tokens = vq.encode(x)
+    assert tokens.shape == (2, 16, 16) and vq.decode(tokens).shape == (2, 3, 64, 64)
+    assert VQConfig(channels=(8, 8, 16, 16)).grid == 8 and VQConfig(channels=(8, 8)).grid == 32
+    for bad, words in [((8,), "2 to 5 entries"), ((8, 8, 8, 8, 8, 8), "2 to 5 entries"), ((8, 12, 16), "multiple of 8")]:
+        with pytest.raises(ValueError, match=words):
+            VQConfig(channels=bad)
+
+
 def test_tokenizer_resume_continues_from_last_checkpoint(tokenizer_run: Path, tmp_path: Path) -> None:
     import shutil
 

@@ -223,7 +223,7 @@ def caption_cmd(
 def edit_files(image: str | os.PathLike, prompt: str, out: str | os.PathLike, mode: str = "inpaint",
                mask: str | os.PathLike | None = None, strength: float | None = None, extend: str | None = None,
                shift: bool = False, model: str | None = None, num_images: int = 1, steps: int | None = None,
-               seed: int | None = None) -> list[Path]:
+               seed: int | None = None, guided: bool | None = None, candidates: int | None = None) -> list[Path]:
     """What ``pixlm edit`` does: read the files, edit, write ``OUT/<stem>-<mode>-NN.png``; returns the paths."""
     from pixlm.pipelines.common import open_image
     from pixlm.pipelines.editing import MODES, parse_sides
@@ -235,6 +235,10 @@ def edit_files(image: str | os.PathLike, prompt: str, out: str | os.PathLike, mo
         raise ValueError("--extend/--shift only apply to --mode outpaint")
     pic = open_image(image)
     options: dict = {"num_images": num_images, "num_inference_steps": steps}
+    if guided is not None or candidates is not None:
+        if mode not in ("inpaint", "outpaint"):
+            raise ValueError("--guided/--no-guided and --candidates only apply to --mode inpaint or outpaint")
+        options.update(guided=guided, candidates=candidates)
     if mode == "outpaint":
         if extend is None:
             raise ValueError("--mode outpaint needs --extend, e.g. --extend right=16")
@@ -269,10 +273,15 @@ def edit_cmd(
     num_images: Annotated[int, typer.Option("--num-images", "-n", min=1, help="Results to make.")] = 1,
     steps: Annotated[Optional[int], typer.Option(help="Parallel decoding steps.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed; same seed, same result.")] = None,
+    guided: Annotated[Optional[bool], typer.Option(help="inpaint/outpaint: read the picture so PROMPT may name only "
+                                                   "the new content (default: on for the shapes model).")] = None,
+    candidates: Annotated[Optional[int], typer.Option(min=1, max=16, help="inpaint/outpaint: samples per result "
+                                                      "when guided, the first that shows the plan wins (4).")] = None,
 ) -> None:
     """Edit IMAGE: repaint a masked area, grow the canvas, vary it, or follow an instruction; prints the PNG paths."""
     with user_errors():
-        for path in edit_files(image, prompt, out, mode, mask, strength, extend, shift, model, num_images, steps, seed):
+        for path in edit_files(image, prompt, out, mode, mask, strength, extend, shift, model, num_images, steps, seed,
+                               guided, candidates):
             typer.echo(str(path))
 
 

@@ -295,4 +295,98 @@ def changed_cells(source: list[dict], target: list[dict]) -> list[tuple[int, int
     return sorted(c for c in set(a) | set(b) if a.get(c) != b.get(c))
 
 
-__all__ = ["Instruction", "EditPlan", "InstructionError", "parse_instruction", "plan_edit", "changed_cells", "OPS"]
+def _compatible(want: dict, obj: dict) -> bool:
+    return all(obj.get(k) == v for k, v in want.items())
+
+
+def _interpretations(spec_objs: list[dict], kept: list[dict]) -> list[list[int]]:
+    """Ways to read a prompt: first as the whole scene (each kept object named by one compatible spec object, the
+    rest new; only when some are left over), then as new content only. Each is the list of spec indices that are new."""
+    ways: list[list[int]] = []
+    if kept and len(spec_objs) > len(kept):
+        taken: set[int] = set()
+        for o in kept:  # greedy: positioned descriptions first, so "a circle in the top left" names that circle
+            order = sorted(range(len(spec_objs)), key=lambda i: "row" not in spec_objs[i])
+            hit = next((i for i in order if i not in taken and _compatible(spec_objs[i], o)), None)
+            if hit is None:
+                break
+            taken.add(hit)
+        else:
+            ways.append([i for i in range(len(spec_objs)) if i not in taken])
+    ways.append(list(range(len(spec_objs))))
+    return ways
+
+
+def plan_fill(objects: list[dict], prompt: str, coverage: dict[tuple[int, int], float],
+              rng: random.Random | None = None) -> EditPlan:
+    """Inpaint/outpaint guided by the picture: ``objects`` is the scene read from it, ``coverage`` the share of each
+    cell (row, col) that will be repainted (0–1), ``prompt`` names what to draw there, in free wording ("a blue
+    square", "two red circles"), or describes the whole scene (kept objects and the new ones).
+
+    Cells covered at least half are *open*: their objects are dropped and the new objects go there (positions the
+    prompt gives are honoured when that cell is open; relations to each other and to kept objects are satisfied
+    when some placement does; otherwise the most-covered cells first). When no cell is covered half, the most
+    covered one is open. Missing colours are drawn from ``rng`` and sizes default to large, as for "add"; the
+    returned spec leaves them free. Raises ``SpecError`` when the prompt is outside the grammar and
+    ``InstructionError`` when the new objects do not fit the open cells."""
+    from itertools import permutations
+
+    from pixlm.data.free_wording import parse_free_prompt
+    from pixlm.data.shapes import relation_holds
+
+    rng = rng or random.Random(0)
+    bad = [c for c in coverage if c not in POSITIONS]
+    if bad:
+        raise ValueError(f"coverage has cells {bad} outside the 3×3 grid")
+    spec = parse_free_prompt(prompt)
+    want = [dict(o) for o in spec["objects"]]
+    if not want:
+        raise InstructionError(f"prompt {prompt!r} names nothing to draw")
+    candidates = sorted(c for c, v in coverage.items() if v >= 0.5)
+    rng.shuffle(candidates)  # equally covered cells (a whole strip) in a random order; the sort below is stable
+    open_cells = sorted(candidates, key=lambda c: -coverage[c])
+    if not open_cells:
+        best = max(coverage.items(), key=lambda cv: (cv[1], cv[0]), default=(None, 0.0))
+        if best[1] <= 0:
+            raise InstructionError("nothing is repainted, so there is no room for new objects")
+        open_cells = [best[0]]
+    source = sorted((_full(o) for o in objects), key=lambda o: (o["row"], o["col"]))
+    kept = [o for o in source if (o["row"], o["col"]) not in set(open_cells)]
+    for new_idx in _interpretations(want, kept):
+        if len(new_idx) > len(open_cells):
+            continue
+        named = {i for i in range(len(want)) if i not in new_idx}  # spec objects that describe kept ones
+        # relation checks need every spec object placed: kept ones by their compatible kept object
+        kept_of: dict[int, dict] = {}
+        pool = list(kept)
+        for i in sorted(named, key=lambda i: "row" not in want[i]):
+            j = next(k for k, o in enumerate(pool) if _compatible(want[i], o))
+            kept_of[i] = pool.pop(j)
+        for cells in permutations(open_cells, len(new_idx)):
+            pos = {i: c for i, c in zip(new_idx, cells)}
+            if any("row" in want[i] and (want[i]["row"], want[i]["col"]) in open_cells
+                   and (want[i]["row"], want[i]["col"]) != pos[i] for i in new_idx):
+                continue
+            where = {i: (kept_of[i]["row"], kept_of[i]["col"]) for i in kept_of} | pos
+            if all(relation_holds({"row": where[a][0], "col": where[a][1]}, rel,
+                                  {"row": where[b][0], "col": where[b][1]}) for a, rel, b in spec["relations"]):
+                break
+        else:
+            continue
+        new_objs, spec_objs = [], [dict(o) for o in kept]
+        for i in new_idx:
+            r, c = pos[i]
+            o = {"shape": want[i]["shape"], "color": want[i].get("color") or rng.choice(COLORS),
+                 "size": want[i].get("size") or "large", "row": r, "col": c}
+            new_objs.append(o)
+            spec_objs.append({k: v for k, v in o.items() if k in want[i] or k in ("shape", "row", "col")})
+        target = sorted(kept + new_objs, key=lambda o: (o["row"], o["col"]))
+        ins = Instruction("add", attrs={}, count=len(new_objs))
+        return EditPlan(source, target, {"objects": spec_objs, "relations": [], "exact": True},
+                        sorted(set(changed_cells(source, target)) | set(open_cells)), ins)
+    raise InstructionError(f"prompt {prompt!r} names {len(want)} object(s) but only {len(open_cells)} cell(s) are "
+                           f"repainted at least half ({open_cells}), or no placement there meets its relations")
+
+
+__all__ = ["Instruction", "EditPlan", "InstructionError", "parse_instruction", "plan_edit", "plan_fill",
+           "changed_cells", "OPS"]

@@ -1,6 +1,6 @@
 """Image tokenizer: a convolutional autoencoder with finite scalar quantisation (FSQ).
 
-64×64 RGB ↔ an 8×8 grid of integer tokens. FSQ (Mentzer et al., 2023) rounds each of a few bounded latent
+64×64 RGB ↔ a grid of integer tokens: 8×8 with four channel entries (three halvings), 16×16 with three. FSQ (Mentzer et al., 2023) rounds each of a few bounded latent
 channels to a fixed number of levels; the token is the mixed-radix number of those levels. It has no
 codebook to collapse and needs no commitment loss, which keeps training a single reconstruction loss.
 """
@@ -21,7 +21,7 @@ from pixlm.checkpoint import Pretrained
 class VQConfig:
     image_size: int = 64
     levels: tuple[int, ...] = (8, 5, 5, 5)  # 1000 codes
-    channels: tuple[int, ...] = (32, 64, 128, 128)  # per resolution, full → 1/8
+    channels: tuple[int, ...] = (32, 64, 128, 128)  # per resolution, full size first, halved between entries
     res_blocks: int = 1
 
     def __post_init__(self) -> None:
@@ -29,8 +29,14 @@ class VQConfig:
         self.channels = tuple(int(v) for v in self.channels)
         if any(v < 2 for v in self.levels):
             raise ValueError(f"levels={self.levels}: every FSQ level must be >= 2")
-        if len(self.channels) != 4:
-            raise ValueError(f"channels={self.channels}: need 4 entries (64, 32, 16, 8 px resolutions)")
+        if not 2 <= len(self.channels) <= 5:
+            raise ValueError(f"channels={self.channels}: need 2 to 5 entries, one per resolution from full size down "
+                             f"(4 entries: 64, 32, 16, 8 px, an 8x8 token grid; 3 entries: a 16x16 grid)")
+        if self.image_size % 2 ** (len(self.channels) - 1):
+            raise ValueError(f"image_size={self.image_size} is not divisible by 2**{len(self.channels) - 1} "
+                             f"(channels={self.channels})")
+        if any(v < 8 or v % 8 for v in self.channels):
+            raise ValueError(f"channels={self.channels}: each must be a positive multiple of 8 (GroupNorm groups)")
 
     @property
     def vocab_size(self) -> int:
@@ -38,7 +44,7 @@ class VQConfig:
 
     @property
     def grid(self) -> int:
-        return self.image_size // 8
+        return self.image_size // 2 ** (len(self.channels) - 1)
 
 
 class ResBlock(nn.Module):
@@ -63,7 +69,10 @@ class FSQ(nn.Module):
         self.register_buffer("basis", basis, persistent=False)
 
     def quantize(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, d, H, W) unbounded → (B, d, H, W) codes in [-1, 1], gradients passed straight through."""
+        """(B, d, H, W) unbounded → (B, d, H, W) codes in [-1, 1], gradients passed straight through.
+
+        Always in float32: under bf16 autocast a bounded value near a rounding boundary could land on either side."""
+        z = z.float()
         lv = self.levels.view(1, -1, 1, 1)
         half_l = (lv - 1) * (1 + 1e-3) / 2
         offset = torch.where(lv % 2 == 0, 0.5, 0.0)
@@ -85,7 +94,7 @@ class FSQ(nn.Module):
 
 
 class VQModel(nn.Module, Pretrained):
-    """``encode`` images in [-1, 1] (B, 3, 64, 64) to tokens (B, 8, 8); ``decode`` tokens back to images."""
+    """``encode`` images in [-1, 1] (B, 3, 64, 64) to tokens (B, g, g); ``decode`` tokens back to images."""
 
     config_class = VQConfig
     kind = "vq"
@@ -94,16 +103,16 @@ class VQModel(nn.Module, Pretrained):
         super().__init__()
         self.config = config
         c = config.channels
-        d = len(config.levels)
+        d, last = len(config.levels), len(c) - 1
         enc: list[nn.Module] = [nn.Conv2d(3, c[0], 3, padding=1)]
-        for i in range(3):  # 64 → 32 → 16 → 8
+        for i in range(last):  # halve: 64 → 32 → 16 (→ 8)
             enc += [nn.Conv2d(c[i], c[i + 1], 4, stride=2, padding=1)]
             enc += [ResBlock(c[i + 1]) for _ in range(config.res_blocks)]
-        enc += [nn.GroupNorm(8, c[3]), nn.SiLU(), nn.Conv2d(c[3], d, 1)]
+        enc += [nn.GroupNorm(8, c[last]), nn.SiLU(), nn.Conv2d(c[last], d, 1)]
         self.encoder = nn.Sequential(*enc)
-        dec: list[nn.Module] = [nn.Conv2d(d, c[3], 3, padding=1)]
-        dec += [ResBlock(c[3]) for _ in range(config.res_blocks + 1)]
-        for i in (3, 2, 1):  # 8 → 16 → 32 → 64
+        dec: list[nn.Module] = [nn.Conv2d(d, c[last], 3, padding=1)]
+        dec += [ResBlock(c[last]) for _ in range(config.res_blocks + 1)]
+        for i in range(last, 0, -1):  # double: (8 →) 16 → 32 → 64
             dec += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c[i], c[i - 1], 3, padding=1)]
             dec += [ResBlock(c[i - 1]) for _ in range(config.res_blocks)]
         dec += [nn.GroupNorm(8, c[0]), nn.SiLU(), nn.Conv2d(c[0], 3, 3, padding=1)]

@@ -32,10 +32,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 from pixlm.data.detailed import object_phrase, parse_detailed, same_scene
-from pixlm.data.instructions import EditPlan, plan_edit
+from pixlm.data.instructions import EditPlan, InstructionError, plan_edit, plan_fill
 from pixlm.data.shapes import COLORS, PALETTE, satisfies
 from pixlm.data.specs import SpecError
 from pixlm.pipelines.common import (
+    MAX_SEED,
     PipelineOutput,
     PreviewCallback,
     has_alpha,
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
 MODES = ("inpaint", "outpaint", "variation", "instruct")
 ALPHA_THRESHOLD = 128  # alpha below this = transparent = repaint
 WHITE_THRESHOLD = 128  # grey level at or above this = white = repaint
+GUIDED_CANDIDATES = 4  # samples per guided inpainting output, checked against the plan by the geometric reader
 
 
 @dataclass
@@ -69,7 +71,20 @@ class EditOutput(PipelineOutput):
 
 def repaint_grid(image: Image.Image, mask: Image.Image | None, grid: int,
                  alpha_only: bool = False) -> torch.Tensor:
-    """(grid, grid) bool: True where a token's patch overlaps the area to repaint.
+    """(grid, grid) bool: True where a token's patch overlaps the area to repaint (:func:`repaint_area`)."""
+    return _resize_area(repaint_area(image, mask, alpha_only), grid)
+
+
+def _resize_area(hole: np.ndarray, size: int) -> torch.Tensor:
+    """(size, size) bool: a cell is True when any pixel of ``hole`` it covers is (nearest pixel when enlarging)."""
+    t = torch.from_numpy(np.ascontiguousarray(hole)).float()[None, None]
+    if t.shape[-1] < size:
+        return F.interpolate(t, size=(size, size), mode="nearest")[0, 0] > 0
+    return F.adaptive_max_pool2d(t, size)[0, 0] > 0
+
+
+def repaint_area(image: Image.Image, mask: Image.Image | None, alpha_only: bool = False) -> np.ndarray:
+    """(S, S) bool over the square-cropped picture: True where to repaint.
 
     With ``mask``: its transparent pixels when it has any (alpha < 128), else its white pixels (grey ≥ 128).
     Without: the image's own transparent pixels. Errors say which convention was expected.
@@ -99,8 +114,22 @@ def repaint_grid(image: Image.Image, mask: Image.Image | None, grid: int,
         hole = np.asarray(square_crop(image).convert("RGBA").getchannel("A")) < ALPHA_THRESHOLD
         if not hole.any():
             raise ValueError(f"the image has no transparent pixels (alpha < {ALPHA_THRESHOLD}): nothing to repaint")
-    t = torch.from_numpy(hole).float()[None, None]  # (1, 1, S, S)
-    return F.adaptive_max_pool2d(t, grid)[0, 0] > 0  # a patch touching any repaint pixel is repainted
+    return hole
+
+
+def keep_source_pixels(images: list[Image.Image], source: Image.Image, hole: torch.Tensor, size: int,
+                       offset: tuple[int, int] = (0, 0)) -> list[Image.Image]:
+    """Each picture with the source's own pixels wherever ``hole`` (H, W: the pictures' size) is False, so the part
+    a user did not ask to change stays exactly as given rather than as the tokenizer's round trip draws it (what
+    A1111's inpainting overlay does). ``source`` is shown at ``size`` pixels with its top-left corner at ``offset``
+    (x, y) of the pictures (outpainting); pixels it does not cover keep the generated ones."""
+    h, w = hole.shape
+    canvas, covered = Image.new("RGB", (w, h), (255, 255, 255)), Image.new("L", (w, h), 0)
+    canvas.paste(prepare_image(source, size), offset)
+    covered.paste(255, (offset[0], offset[1], offset[0] + size, offset[1] + size))
+    keep = (np.asarray(covered) > 0) & ~hole.cpu().numpy()
+    base = np.asarray(canvas)
+    return [Image.fromarray(np.where(keep[..., None], base, np.asarray(im.convert("RGB")))) for im in images]
 
 
 def cell_tokens(cells: list[tuple[int, int]], grid: int, cells_per_side: int = 3) -> torch.Tensor:
@@ -152,10 +181,17 @@ def resample_tokens(pipe: TextToImagePipeline, init: torch.Tensor, keep: torch.T
 
 
 def _finish(pipe: TextToImagePipeline, tokens: torch.Tensor, rows: list[str], repaint: torch.Tensor, t0: float,
-            t1: float, info: dict | None = None) -> EditOutput:
+            t1: float, info: dict | None = None, source: Image.Image | None = None, hole: torch.Tensor | None = None,
+            offset: tuple[int, int] = (0, 0)) -> EditOutput:
+    """Decode; with ``source``, keep its pixels outside ``hole`` (:func:`keep_source_pixels`)."""
     t2 = time.perf_counter()
     with torch.inference_mode():
         images = tokens_to_images(pipe.vq, tokens)
+    if source is not None:
+        if hole is None:  # the repainted tokens, at pixel resolution
+            patch = pipe.vq.config.image_size // pipe.generator.config.grid
+            hole = repaint[0].repeat_interleave(patch, 0).repeat_interleave(patch, 1)
+        images = keep_source_pixels(images, source, hole, pipe.vq.config.image_size, offset)
     t3 = time.perf_counter()
     timings = {"encode_ms": (t1 - t0) * 1e3, "sample_ms": (t2 - t1) * 1e3, "decode_ms": (t3 - t2) * 1e3}
     return EditOutput(images, rows, tokens, timings_ms=timings, repainted=repaint, info=info or {})
@@ -177,20 +213,141 @@ def _prompts(prompt: str, negative_prompt: str | None, n: int) -> tuple[list[str
 # ---------------------------------------------------------------------------------------------- modes
 def inpaint(pipe: TextToImagePipeline, image: Image.Image, prompt: str, mask: Image.Image | None = None,
             num_images: int = 1, num_inference_steps: int | None = None, guidance_scale: float | None = None,
-            negative_prompt: str | None = None, seed: int | None = None,
-            callback: PreviewCallback | None = None) -> EditOutput:
-    """Repaint the masked area (see :func:`repaint_grid`) to match ``prompt``; every other token is kept exactly."""
+            negative_prompt: str | None = None, seed: int | None = None, callback: PreviewCallback | None = None,
+            guided: bool | None = None, candidates: int | None = None, keep_pixels: bool = True) -> EditOutput:
+    """Repaint the masked area (see :func:`repaint_grid`) to match ``prompt``; every other token is kept exactly.
+
+    ``guided`` (default: on for models whose pictures have a scene grammar, ``defaults.scene_grammar``): the prompt
+    may name only the new content ("a blue square"). The picture is read (:func:`read_source_scene`), the new
+    objects are placed in the cells the mask covers (:func:`pixlm.data.instructions.plan_fill`), and the tokens
+    are decoded with the whole target scene as prompt; repainted tokens that touch only cells left empty become
+    blank canvas. A prompt outside the grammar falls back to the plain prompt (``info["guided"]`` says which ran
+    and why). ``candidates``: samples drawn per output when guided (default :data:`GUIDED_CANDIDATES`), each
+    output the first whose geometric reading shows the planned scene (else the first); 1 when not guided.
+    ``keep_pixels``: outside the mask the output shows the input's own pixels (:func:`keep_source_pixels`); the
+    returned tokens are the sampler's either way."""
     t0 = time.perf_counter()
-    rows, negatives = _prompts(prompt, negative_prompt, num_images)
-    steps, scale = _settings(pipe, num_images, num_inference_steps, guidance_scale)
+    guided = _check_guided(pipe, guided)
+    if candidates is None:
+        candidates = GUIDED_CANDIDATES if guided else 1
+    check_number(candidates, "candidates", 1, 16, integer=True)
+    b = num_images * candidates
+    rows, negatives = _prompts(prompt, negative_prompt, b)
+    steps, scale = _settings(pipe, b, num_inference_steps, guidance_scale)
     g = pipe.generator.config.grid
-    repaint = repaint_grid(image, mask, g)  # (g, g)
-    init = encode_images(pipe, image).reshape(1, -1).expand(num_images, -1)
-    gens, _ = make_generators(seed, num_images, pipe.device)
+    area = repaint_area(image, mask)
+    repaint = _resize_area(area, g)  # (g, g)
+    init = encode_images(pipe, image).reshape(1, -1).expand(b, -1)
+    gens, seeds = candidate_generators(seed, num_images, candidates, pipe.device)
+    keep = (~repaint).reshape(1, -1).expand(b, -1)
+    info: dict = {"guided": False}
+    if guided:
+        scene, read = read_source_scene(pipe, image)
+        init, keep, rows, info = _guide(pipe, init, keep, rows, [scene] * b, prompt, seeds)
+        info["read"] = read
     t1 = time.perf_counter()
-    keep = (~repaint).reshape(1, -1).expand(num_images, -1)
-    tokens = resample_tokens(pipe, init, keep, rows, negatives, steps, scale, gens, callback)
-    return _finish(pipe, tokens.view(-1, g, g), rows, repaint.expand(num_images, g, g), t0, t1)
+    tokens = resample_tokens(pipe, init, keep, rows, negatives, steps, scale, gens, callback).view(-1, g, g)
+    keep_px = {"source": image, "hole": _resize_area(area, pipe.vq.config.image_size)} if keep_pixels else {}
+    if candidates > 1:
+        picks = _pick(pipe, tokens, info.get("specs"), num_images, candidates, keep_px)
+        tokens, rows = tokens[picks], [rows[i] for i in picks]
+        info.update(candidates=candidates, picked=picks)
+    return _finish(pipe, tokens, rows, repaint.expand(num_images, g, g), t0, t1, info, **keep_px)
+
+
+def candidate_generators(seed: int | list[int] | None, num_images: int, candidates: int,
+                         device: torch.device | str = "cpu") -> tuple[list[torch.Generator], list[int]]:
+    """Generators and seeds for ``candidates`` samples of each output, grouped by output. Output ``i``'s first
+    candidate has output ``i``'s own seed (``make_generators``: ``s + i``), the others seeds derived from it, so
+    an output depends on its own seed only, whatever ``num_images``."""
+    _, seeds = make_generators(seed, num_images)
+    every = [s if j == 0 else (s * 1_000_003 + j) % MAX_SEED for s in seeds for j in range(candidates)]
+    gens, _ = make_generators(every, len(every), device)
+    return gens, every
+
+
+def _pick(pipe: TextToImagePipeline, tokens: torch.Tensor, specs: list[dict | None] | None, num_images: int,
+          candidates: int, keep_px: dict | None = None) -> list[int]:
+    """Per group of ``candidates`` rows, the first whose geometric reading satisfies its spec (else the first);
+    ``keep_px``: read the pictures as :func:`keep_source_pixels` shows them (``source``, ``hole``)."""
+    from pixlm.data.geometric import read_scene
+
+    firsts = list(range(0, num_images * candidates, candidates))
+    if not specs or all(sp is None for sp in specs):
+        return firsts
+    with torch.inference_mode():
+        pics = tokens_to_images(pipe.vq, tokens)
+    if keep_px:
+        pics = keep_source_pixels(pics, keep_px["source"], keep_px["hole"], pipe.vq.config.image_size)
+    picks = []
+    for first in firsts:
+        group = range(first, first + candidates)
+        picks.append(next((i for i in group if specs[i] is not None and satisfies(read_scene(pics[i]), specs[i])),
+                          first))
+    return picks
+
+
+def _check_guided(pipe: TextToImagePipeline, guided: bool | None) -> bool:
+    grammar = pipe.defaults.get("scene_grammar")
+    if guided is None:
+        return grammar == "shapes"
+    if not isinstance(guided, bool):
+        raise ValueError(f"guided={guided!r} must be True, False or None (auto)")
+    if guided and grammar != "shapes":
+        raise ValueError(f"guided=True needs a model whose pictures follow the shapes scene grammar "
+                         f"(model_index.json defaults.scene_grammar = 'shapes'); this one has {grammar!r}")
+    return guided
+
+
+def cell_coverage(open_tokens: torch.Tensor, cells_per_side: int = 3) -> dict[tuple[int, int], float]:
+    """Share of each scene cell's area that lies in tokens marked True in ``open_tokens`` (g, g)."""
+    g = open_tokens.shape[-1]
+    fine = open_tokens.float().repeat_interleave(cells_per_side, 0).repeat_interleave(cells_per_side, 1)
+    per = fine.view(cells_per_side, g, cells_per_side, g).mean((1, 3))  # each cell is g fine rows/cols
+    return {(r, c): float(per[r, c]) for r in range(cells_per_side) for c in range(cells_per_side)}
+
+
+def _guide(pipe: TextToImagePipeline, init: torch.Tensor, keep: torch.Tensor, rows: list[str],
+           scenes: list[list[dict]], prompt: str | None, seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor, list[str], dict]:
+    """Per row: plan the target scene from what is kept of ``scenes[k]`` and what the prompt asks (:func:`plan_fill`;
+    ``prompt=None``: nothing new, the open cells stay empty), prompt with the whole target scene, and fix repainted
+    tokens that touch only cells left empty to blank canvas. ``init``/``keep`` (B, N) as for :func:`resample_tokens`.
+    When the prompt is outside the grammar or does not fit, the rows come back unchanged with the reason in ``info``."""
+    g = pipe.generator.config.grid
+    init, keep = init.clone(), keep.clone()
+    out_rows, targets, specs, new_specs = list(rows), [], [], []
+    for k in range(init.shape[0]):
+        open_tokens = ~keep[k].view(g, g).cpu()
+        coverage = cell_coverage(open_tokens)
+        if prompt is None:
+            target = [o for o in scenes[k] if coverage[(o["row"], o["col"])] < 0.5]
+            changed, spec = [c for c, v in coverage.items() if v >= 0.5], None
+        else:
+            try:
+                plan = plan_fill(scenes[k], prompt, coverage, random.Random(seeds[k]))
+            except (SpecError, InstructionError) as e:
+                return init, keep, rows, {"guided": False, "reason": str(e), "source_objects": scenes[k]}
+            target, changed, spec = plan.target, plan.changed_cells, plan.spec
+            new_specs.append({"objects": [o for o in spec["objects"] if (o["row"], o["col"]) in set(changed)],
+                              "relations": [], "exact": False})
+        blank_only, decode = _blank_cells(open_tokens, target, g)
+        init[k] = torch.where(blank_only.reshape(-1).to(init.device), blank_tokens(pipe).reshape(-1).to(init.device),
+                              init[k])
+        keep[k] = ~decode.reshape(-1).to(keep.device)
+        out_rows[k] = edit_prompt(target, changed) or ""
+        targets.append(target)
+        specs.append(spec)
+    return init, keep, out_rows, {"guided": True, "source_objects": scenes[0], "target_objects": targets,
+                                  "specs": specs, "new_specs": new_specs or None, "prompts": out_rows}
+
+
+def _blank_cells(open_tokens: torch.Tensor, target: list[dict], g: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(blank_only, decode), each (g, g): open tokens that touch no occupied cell of ``target`` but some empty one
+    are set to blank canvas; the remaining open tokens are decoded."""
+    occupied = {(o["row"], o["col"]) for o in target}
+    empty = [(r, c) for r in range(3) for c in range(3) if (r, c) not in occupied]
+    blank_only = open_tokens & ~cell_tokens(sorted(occupied), g) & cell_tokens(empty, g)
+    return blank_only, open_tokens & ~blank_only
 
 
 def variation(pipe: TextToImagePipeline, image: Image.Image, prompt: str | None = None, strength: float = 0.5,
@@ -223,16 +380,28 @@ def variation(pipe: TextToImagePipeline, image: Image.Image, prompt: str | None 
 def outpaint(pipe: TextToImagePipeline, image: Image.Image, prompt: str, left: int = 0, right: int = 0, top: int = 0,
              bottom: int = 0, extend: bool = True, num_images: int = 1, num_inference_steps: int | None = None,
              guidance_scale: float | None = None, negative_prompt: str | None = None, seed: int | None = None,
-             callback: PreviewCallback | None = None) -> EditOutput:
+             callback: PreviewCallback | None = None, guided: bool | None = None, candidates: int | None = None,
+             keep_pixels: bool = True) -> EditOutput:
     """Grow the canvas by ``left/right/top/bottom`` pixels (multiples of the patch size) and fill the new region.
+
+    ``guided`` as for :func:`inpaint`: each window's kept part is read and the prompt names what to add; the new
+    objects go into the new strip of the first window (``info["guides"]``), later windows only continue the scene.
+    ``candidates`` (default as for :func:`inpaint`): samples of that first window per output, each output going on
+    with the first whose geometric reading shows the new objects.
+    ``keep_pixels``: the input's area shows its own pixels, as for :func:`inpaint`.
 
     With ``extend`` the result is larger (the tokenizer's decoder is convolutional, so it draws any grid); it is
     filled window by window, each window the generator's own grid size and at least half known where possible. With
     ``extend=False`` the picture keeps its size and its content shifts away from the new strip (one side per axis).
     """
     t0 = time.perf_counter()
-    rows, negatives = _prompts(prompt, negative_prompt, num_images)
-    steps, scale = _settings(pipe, num_images, num_inference_steps, guidance_scale)
+    guided = _check_guided(pipe, guided)
+    if candidates is None:
+        candidates = GUIDED_CANDIDATES if guided else 1
+    check_number(candidates, "candidates", 1, 16, integer=True)
+    b = num_images * candidates  # until the first window is drawn
+    rows, negatives = _prompts(prompt, negative_prompt, b)
+    steps, scale = _settings(pipe, b, num_inference_steps, guidance_scale)
     g = pipe.generator.config.grid
     patch = pipe.vq.config.image_size // g
     amounts = {"left": left, "right": right, "top": top, "bottom": bottom}
@@ -247,18 +416,20 @@ def outpaint(pipe: TextToImagePipeline, image: Image.Image, prompt: str, left: i
     lt, rt, tp, bt = (v // patch for v in (left, right, top, bottom))
     src = encode_images(pipe, image)[0]  # (g, g)
     h, w = g + tp + bt, g + lt + rt
-    canvas = torch.zeros(num_images, h, w, dtype=torch.long)
+    canvas = torch.zeros(b, h, w, dtype=torch.long)
     known = torch.zeros(h, w, dtype=torch.bool)
     canvas[:, tp:tp + g, lt:lt + g] = src
     known[tp:tp + g, lt:lt + g] = True
+    r0 = c0 = 0
     if not extend:  # only the window that will be returned matters
         r0, c0 = (0 if tp else bt), (0 if lt else rt)
         canvas, known = canvas[:, r0:r0 + g, c0:c0 + g].clone(), known[r0:r0 + g, c0:c0 + g].clone()
         h = w = g
     repaint = ~known
-    gens, _ = make_generators(seed, num_images, pipe.device)
+    gens, seeds = candidate_generators(seed, num_images, candidates, pipe.device)
     t1 = time.perf_counter()
-    windows = 0
+    windows, guides = 0, []
+    asked: str | None = prompt  # guided: the new content goes into the first window only
     while not bool(known.all()):
         # the window that fills the most unknown tokens while at least half of it is known context
         # (the most-known window when none has that much context)
@@ -266,14 +437,33 @@ def outpaint(pipe: TextToImagePipeline, image: Image.Image, prompt: str, left: i
         open_ = {ij: k for ij, k in counts.items() if k < g * g}
         rich = [ij for ij, k in open_.items() if 2 * k >= g * g]
         i, j = min(rich, key=lambda ij: open_[ij]) if rich else max(open_, key=lambda ij: open_[ij])
-        win_keep = known[i:i + g, j:j + g].reshape(1, -1).expand(num_images, -1)
-        win = canvas[:, i:i + g, j:j + g].reshape(num_images, -1)
-        out = resample_tokens(pipe, win, win_keep, rows, negatives, steps, scale, gens, callback)
-        canvas[:, i:i + g, j:j + g] = out.view(num_images, g, g).cpu()
+        win_keep = known[i:i + g, j:j + g].reshape(1, -1).expand(len(rows), -1)
+        win = canvas[:, i:i + g, j:j + g].reshape(len(rows), -1)
+        win_rows = rows
+        if guided:  # read what the window keeps (blank canvas where unknown), then plan as for inpainting
+            shown = torch.where(win_keep, win, blank_tokens(pipe).reshape(1, -1))
+            with torch.inference_mode():
+                pics = tokens_to_images(pipe.vq, shown.view(-1, g, g))
+            scenes = [read_source_scene(pipe, pic)[0] for pic in pics]
+            win, win_keep, win_rows, how = _guide(pipe, win, win_keep, rows, scenes, asked, seeds)
+            asked = None if how["guided"] else asked
+            guides.append(how)
+        out = resample_tokens(pipe, win, win_keep, win_rows, negatives, steps, scale, gens, callback)
+        canvas[:, i:i + g, j:j + g] = out.view(-1, g, g).cpu()
         known[i:i + g, j:j + g] = True
         windows += 1
-    return _finish(pipe, canvas, rows, repaint.expand(num_images, h, w), t0, t1,
-                   {"windows": windows, "grid": [h, w], "extend": extend})
+        if len(rows) > num_images:  # keep one of each output's candidates for the windows that follow
+            specs = guides[-1].get("new_specs") if guides else None
+            picks = _pick(pipe, out.view(-1, g, g), specs, num_images, candidates)
+            canvas, rows, gens, seeds = canvas[picks], [rows[p] for p in picks], [gens[p] for p in picks], \
+                [seeds[p] for p in picks]
+            negatives = None if negatives is None else [negatives[p] for p in picks]
+    info = {"windows": windows, "grid": [h, w], "extend": extend, "guided": any(x["guided"] for x in guides),
+            "candidates": candidates}
+    if guides:
+        info["guides"] = guides
+    keep_px = {"source": image, "offset": ((lt - c0) * patch, (tp - r0) * patch)} if keep_pixels else {}
+    return _finish(pipe, canvas, rows, repaint.expand(num_images, h, w), t0, t1, info, **keep_px)
 
 
 def is_clean_render(image: Image.Image, tol: float = 10.0, max_off: float = 0.01) -> bool:
@@ -318,7 +508,7 @@ def read_source_scene(pipe: TextToImagePipeline, image: Image.Image) -> tuple[li
 def instruct(pipe: TextToImagePipeline, image: Image.Image, instruction: str, num_images: int = 1,
              num_inference_steps: int | None = None, guidance_scale: float | None = None, seed: int | None = None,
              source_objects: list[dict] | None = None, candidates: int = 1, fill_empty: str = "blank",
-             callback: PreviewCallback | None = None) -> EditOutput:
+             callback: PreviewCallback | None = None, keep_pixels: bool = True) -> EditOutput:
     """Apply an instruction ("make the circle blue", "remove the square", "add a red triangle in the top right",
     "move the circle to the center", …) by regenerating only the cells that change.
 
@@ -335,7 +525,7 @@ def instruct(pipe: TextToImagePipeline, image: Image.Image, instruction: str, nu
     steps, scale = _settings(pipe, num_images * candidates, num_inference_steps, guidance_scale)
     if not isinstance(instruction, str) or not instruction.strip():
         raise ValueError(f"instruction must be a non-empty string, got {instruction!r}")
-    gens, seeds = make_generators(seed, num_images * candidates, pipe.device)
+    gens, seeds = candidate_generators(seed, num_images, candidates, pipe.device)
     used_seed = seeds[0]
     if source_objects is None:
         source_objects, read_info = read_source_scene(pipe, image)
@@ -347,12 +537,8 @@ def instruct(pipe: TextToImagePipeline, image: Image.Image, instruction: str, nu
     repaint = cell_tokens(plan.changed_cells, g)  # (g, g)
     init = src.clone()
     if fill_empty == "blank":
-        occupied = {(o["row"], o["col"]) for o in plan.target}
-        empty_cells = [(r, c) for r in range(3) for c in range(3) if (r, c) not in occupied]
-        blank_only = repaint & ~cell_tokens([(r, c) for r in range(3) for c in range(3) if (r, c) in occupied], g)
-        blank_only &= cell_tokens(empty_cells, g)
+        blank_only, decode = _blank_cells(repaint, plan.target, g)
         init = torch.where(blank_only.reshape(1, -1), blank_tokens(pipe).reshape(1, -1), init)
-        decode = repaint & ~blank_only
     else:
         decode = repaint
     prompt = edit_prompt(plan.target, plan.changed_cells)
@@ -369,18 +555,13 @@ def instruct(pipe: TextToImagePipeline, image: Image.Image, instruction: str, nu
         tokens = init.expand(b, -1).clone()
     tokens = tokens.view(b, g, g)
     if candidates > 1:
-        from pixlm.data.geometric import read_scene
-
-        with torch.inference_mode():
-            pics = tokens_to_images(pipe.vq, tokens)
-        picks = []
-        for k in range(num_images):
-            group = list(range(k * candidates, (k + 1) * candidates))
-            ok = [i for i in group if satisfies(read_scene(pics[i]), plan.spec)]
-            picks.append(ok[0] if ok else group[0])
-        tokens = tokens[picks]
+        hole = repaint.repeat_interleave(pipe.vq.config.image_size // g, 0).repeat_interleave(
+            pipe.vq.config.image_size // g, 1)
+        keep_px = {"source": image, "hole": hole} if keep_pixels else None
+        tokens = tokens[_pick(pipe, tokens, [plan.spec] * b, num_images, candidates, keep_px)]
         info["candidates"] = candidates
-    return _finish(pipe, tokens, [prompt] * num_images, repaint.expand(num_images, g, g), t0, t1, info)
+    return _finish(pipe, tokens, [prompt] * num_images, repaint.expand(num_images, g, g), t0, t1, info,
+                   source=image if keep_pixels else None)
 
 
 def edit_prompt(target: list[dict], changed: list[tuple[int, int]]) -> str:
@@ -459,7 +640,7 @@ def edit_image(pipe: TextToImagePipeline, image: Image.Image, prompt: str, mask:
                callback: PreviewCallback | None = None) -> EditOutput:
     """The server's ``/v1/images/edits`` call (argument order of ``pixlm.serve``): :func:`inpaint`."""
     return inpaint(pipe, image, prompt, mask, num_images, num_inference_steps, guidance_scale, negative_prompt, seed,
-                   callback)
+                   callback=callback)
 
 
 def vary_image(pipe: TextToImagePipeline, image: Image.Image, num_images: int = 1, strength: float = 0.5,
@@ -471,5 +652,5 @@ def vary_image(pipe: TextToImagePipeline, image: Image.Image, num_images: int = 
 
 
 __all__ = ["EditOutput", "MODES", "edit", "inpaint", "outpaint", "variation", "instruct", "read_source_scene",
-           "repaint_grid", "cell_tokens", "encode_images", "image_to_tensor", "prepare_image", "resample_tokens",
+           "repaint_grid", "repaint_area", "keep_source_pixels", "cell_coverage", "candidate_generators", "cell_tokens", "encode_images", "image_to_tensor", "prepare_image", "resample_tokens",
            "is_clean_render", "blank_tokens", "edit_prompt", "edit_image", "vary_image", "parse_sides"]

@@ -37,6 +37,7 @@ class TokenizerTrainConfig:
     stop_at: int = 0  # stop after this step (0 = run to ``steps``); the LR schedule still spans ``steps``
     channels: tuple[int, ...] = (32, 64, 128, 128)
     levels: tuple[int, ...] = (8, 5, 5, 5)
+    res_blocks: int = 1  # residual blocks per resolution
 
 
 def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
@@ -48,7 +49,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
         raise ValueError("the tokenizer trains with DDP (plain `accelerate launch` or --num-processes); its few "
                          "million parameters need no sharding, and FSDP is supported for the generator only")
     model = VQModel.from_pretrained(cfg.init_from).float().train() if cfg.init_from else \
-        VQModel(VQConfig(channels=cfg.channels, levels=cfg.levels))
+        VQModel(VQConfig(channels=cfg.channels, levels=cfg.levels, res_blocks=cfg.res_blocks))
     if cfg.freeze_encoder:
         model.encoder.requires_grad_(False)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=(0.9, 0.99),
