@@ -510,18 +510,37 @@ def train_expander_cmd(
 # ---------------------------------------------------------------------------------------------- eval
 @app.command("eval")
 def eval_cmd(
-    out: Annotated[Path, typer.Option(help="Report folder: report.json, report.md, failures.png, images/.")],
-    model: Annotated[Optional[str], typer.Option(help="Model folder; default: the bundled shapes model.")] = None,
+    out: Annotated[Path, typer.Option(help="Report folder: report.json, report.md, failures.png (shapes) or "
+                                      "sheet.png (--emoji-data), images/.")],
+    model: Annotated[Optional[str], typer.Option(help="Model folder; default: the bundled shapes model (with "
+                                                 "--emoji-data: the bundled emoji model).")] = None,
     prompts: Annotated[Optional[str], typer.Option(help="Prompt-spec JSONL (several: comma-separated); "
                                                    "default: the shipped dev set.")] = None,
-    images_per_prompt: Annotated[int, typer.Option(min=1, help="Images generated per prompt.")] = 4,
+    images_per_prompt: Annotated[int, typer.Option(min=1, help="Images generated per prompt (shapes).")] = 4,
     images: Annotated[Optional[Path], typer.Option("--images", help="Score this folder (images + metadata.jsonl "
-                                                   "of prompt-spec rows with file_name) instead of generating.")] = None,
-    seed: Annotated[int, typer.Option(help="Random seed for generation and reference renders.")] = 0,
+                                                   "of prompt-spec rows with file_name; with --emoji-data: rows "
+                                                   "with file_name and prompt or text) instead of generating.")]
+    = None,
+    seed: Annotated[int, typer.Option(help="Random seed for generation and reference renders (and, with "
+                                      "--emoji-data, for drawing the names).")] = 0,
     steps: Annotated[Optional[int], typer.Option(help="Decoding steps (default: the model's).")] = None,
     guidance: Annotated[Optional[float], typer.Option(help="Guidance scale (default: the model's).")] = None,
+    emoji_data: Annotated[Optional[Path], typer.Option(help="Emoji recognition instead of the shapes judge: rank "
+                                                       "each picture among the real pictures of its style in this "
+                                                       "`pixlm data emoji` folder by nearest neighbour; report "
+                                                       "top-1/top-5.")] = None,
+    names: Annotated[int, typer.Option(min=1, help="With --emoji-data: prompts \"NAME, STYLE style\" drawn at "
+                                       "random (seeded) from --split, one picture each.")] = 200,
+    split: Annotated[str, typer.Option(help="With --emoji-data: the split the names are drawn from.")] = "train",
+    styles: Annotated[Optional[str], typer.Option(help="With --emoji-data: styles to draw prompts in, "
+                                                  "comma-separated (default: every style of the data).")] = None,
 ) -> None:
-    """Judge generated (or given) images against prompt specs; write scores with 95% CIs, FID and failures."""
+    """Judge generated (or given) images against prompt specs; write scores with 95% CIs, FID and failures.
+
+    With --emoji-data: how often each emoji picture's nearest real pictures (same style) include the right emoji.
+    """
+    if emoji_data is not None:
+        return _eval_emoji(out, model, prompts, images, seed, steps, guidance, emoji_data, names, split, styles)
     from pixlm.eval.report import run_eval
 
     with user_errors():
@@ -531,6 +550,26 @@ def eval_cmd(
     fid = "n/a" if report["fid"] is None else f"{report['fid']:.2f}"
     typer.echo(f"overall {report['overall']:.3f} (95% CI {lo:.3f}–{hi:.3f}) on {report['n_images']} images; "
                f"FID {fid}; report in {out / 'report.md'}")
+
+
+def _eval_emoji(out: Path, model: str | None, prompts: str | None, images: Path | None, seed: int,
+                steps: int | None, guidance: float | None, data: Path, names: int, split: str,
+                styles: str | None) -> None:
+    """``pixlm eval --emoji-data``: nearest-neighbour recognition (pixlm.eval.nearest)."""
+    from pixlm.eval.nearest import run_nearest_eval
+
+    with user_errors():
+        if prompts is not None:
+            raise ValueError(f"--prompts={prompts!r} is for the shapes judge; with --emoji-data the prompts are "
+                             "drawn from the data (--names, --split, --styles) or read from --images")
+        style_list = [s.strip() for s in styles.split(",") if s.strip()] if styles is not None else None
+        options = {k: v for k, v in (("num_inference_steps", steps), ("guidance_scale", guidance)) if v is not None}
+        report = run_nearest_eval(data, out, model=model or "emoji", images_dir=images, n=names, split=split,
+                                  styles=style_list, seed=seed, options=options)
+    s = report["summary"]
+    per_style = ", ".join(f"{k} {v['top5']:.3f}" for k, v in s["per_style"].items())
+    typer.echo(f"top-1 {s['top1']:.3f}, top-5 {s['top5']:.3f} on {s['n']} pictures (top-5 by style: {per_style}); "
+               f"report in {out / 'report.md'}")
 
 
 # ---------------------------------------------------------------------------------------------- bench

@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from pixlm.data.batch import flatten_alpha
 from pixlm.data.jsonl import read_objects
 from pixlm.data.specs import SpecError, load_specs, validate_spec
 from pixlm.eval.fid import distribution_metrics, reference_images
@@ -47,10 +48,11 @@ def load_prompt_rows(prompts: str | Path | None) -> list[dict]:
     return rows
 
 
-def load_image_folder(images_dir: str | Path) -> tuple[list[dict], list[Image.Image]]:
+def load_image_folder(images_dir: str | Path, specs: bool = True) -> tuple[list[dict], list[Image.Image]]:
     """Rows and images of a folder whose ``metadata.jsonl`` rows are prompt-spec rows plus ``file_name``.
 
     A row's prompt may be given as ``prompt`` or ``text``; a missing ``category`` becomes "uncategorized".
+    With ``specs=False`` rows need only ``file_name`` and the prompt, and come back as ``{"file_name", "prompt"}``.
     Errors name the file and line.
     """
     root = Path(images_dir)
@@ -67,10 +69,10 @@ def load_image_folder(images_dir: str | Path) -> tuple[list[dict], list[Image.Im
         prompt = rec.get("prompt", rec.get("text"))
         if not isinstance(prompt, str):
             raise ValueError(f"{where}: missing prompt: 'prompt' (or 'text') must be a string, got {prompt!r}")
-        if "spec" not in rec:
+        if specs and "spec" not in rec:
             raise ValueError(f"{where}: missing 'spec' (what the image must show; see pixlm.data.specs)")
         try:
-            spec = validate_spec(rec["spec"])
+            spec = validate_spec(rec["spec"]) if specs else None
         except SpecError as e:
             raise ValueError(f"{where}: {e}") from None
         path = root / name
@@ -78,11 +80,13 @@ def load_image_folder(images_dir: str | Path) -> tuple[list[dict], list[Image.Im
             raise ValueError(f"{where}: image file {path} does not exist")
         try:
             with Image.open(path) as im:
-                images.append(im.convert("RGB"))
+                images.append(flatten_alpha(im))  # transparent pixels on white, as in training folders
         except OSError as e:
             raise ValueError(f"{where}: cannot read image {path}: {e}") from None
-        rows.append({"file_name": name, "prompt": prompt, "category": str(rec.get("category") or "uncategorized"),
-                     "spec": spec})
+        row = {"file_name": name, "prompt": prompt}
+        if specs:
+            row.update(category=str(rec.get("category") or "uncategorized"), spec=spec)
+        rows.append(row)
     if not rows:
         raise ValueError(f"{meta} lists no images")
     return rows, images
@@ -156,7 +160,7 @@ def describe(objects: Sequence[dict]) -> str:
     return ", ".join(f"{o['size']} {o['color']} {o['shape']} ({o['row']},{o['col']})" for o in objects)
 
 
-def _font(size: int) -> ImageFont.ImageFont:
+def label_font(size: int) -> ImageFont.ImageFont:
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1 has only the fixed bitmap font
@@ -167,7 +171,7 @@ def failure_grid(images: Sequence[Image.Image], prompts: Sequence[str], found: S
                  cols: int = 6, scale: int = 2) -> Path:
     """Save failed images in a grid, each with its prompt and the judge's reading written under it."""
     tile, text_h, pad = 64 * scale, 100, 6
-    font = _font(11)
+    font = label_font(11)
     if not images:
         canvas = Image.new("RGB", (360, 60), "white")
         ImageDraw.Draw(canvas).text((10, 20), "no failures: every image satisfied its prompt", fill="black", font=font)
