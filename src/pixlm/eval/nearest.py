@@ -257,12 +257,13 @@ def contact_sheet(ref: Reference, images: Sequence[Image.Image], items: Sequence
             shown.append(ref.image(it["right"]))
         for c, im in enumerate(shown):
             canvas.paste(im.convert("RGB").resize((tile, tile), Image.NEAREST), (label_w + c * (tile + pad), y))
-        verdict = "HIT" if i in hits else "MISS"
-        text = [f"{verdict} rank {it['rank'] or 'n/a'}/{it['candidates']}"] + textwrap.wrap(it["prompt"], 34)[:3]
-        text += textwrap.wrap("nearest: " + "; ".join(it["nearest_names"][:3]), 36)[:3]
-        for k, line in enumerate(text):
-            draw.text((4, y + 2 + 13 * k), line, fill=(0, 120, 0) if (k == 0 and verdict == "HIT") else
-                      (200, 0, 0) if k == 0 or k > 3 else (0, 0, 0), font=font)
+        verdict = ("HIT", (0, 120, 0)) if i in hits else ("MISS", (200, 0, 0))
+        text = [(f"{verdict[0]} rank {it['rank'] or 'n/a'}/{it['candidates']}", verdict[1])]
+        text += [(line, (0, 0, 0)) for line in textwrap.wrap(it["prompt"], 34)[:3]]
+        text += [(line, (90, 90, 90)) for line in textwrap.wrap("nearest: " + "; ".join(it["nearest_names"][:3]),
+                                                                 36)[:3]]
+        for k, (line, colour) in enumerate(text):
+            draw.text((4, y + 2 + 13 * k), line, fill=colour, font=font)
     canvas.save(path)
     return path
 
@@ -356,7 +357,7 @@ def run_nearest_eval(data: str | Path, out: str | Path, pipeline: Any = None, mo
 
             pipeline = load_pipeline(model or "emoji")
         sampling = (f"{len(prompts)} (name, style) pairs drawn at random (seed {seed}) from the {split} pictures of "
-                    f"styles {', '.join(styles) if styles else 'all'}; picture i drawn with seed {seed} + i")
+                    f"{'styles ' + ', '.join(styles) if styles else 'every style'}; picture i drawn with seed {seed} + i")
         t0 = time.perf_counter()
         images = generate_pictures(pipeline, prompts, seed, options or {}, out_dir)
         timings["generate_s"] = time.perf_counter() - t0
