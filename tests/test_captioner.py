@@ -8,6 +8,7 @@ import math
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,6 +16,7 @@ from pixlm.checkpoint import CheckpointError
 from pixlm.data.detailed import detailed_caption, parse_detailed, same_scene, scene_prompt
 from pixlm.data.shapes import COLORS, Scene, random_scene, render
 from pixlm.data.specs import SpecError
+from pixlm.models.vq import VQModel
 from pixlm.models.captioner import (DETAILED, EOS, SPECIALS, UNK, Captioner, CaptionerConfig, NoCaptionerError,
                                     build_vocab, caption_loss, join_words, pad_ids, split_words, tokenizer_fingerprint)
 from pixlm.pipelines.text_to_image import TextToImagePipeline
@@ -215,6 +217,39 @@ def test_time_budget_stops_early_but_still_writes_the_model(tiny_tokenizer: Path
     train_captioner(_train_cfg(tiny_tokenizer, tmp_path / "run2", steps=50, stop_after=3))
     rows = [json.loads(line) for line in (tmp_path / "run2" / "log.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 3 and rows[-1]["stopped"] == "stop_after=3 reached"
+
+
+def test_generated_and_degraded_pictures_are_labelled_by_what_they_show(tiny_tokenizer: Path, tmp_path: Path,
+                                                                      monkeypatch) -> None:
+    """Issue 22 part 4: the generator's own pictures, labelled by the geometric reader (pictures read as empty or
+    crowded are left out), and degraded renders join the pool; a captioner continues from a trained one
+    (init_from) with its vocabulary."""
+    import pixlm.data.geometric as geometric
+    from pixlm.train.captioner import array_to_scene, build_extra_pool, degrade
+
+    model = tmp_path / "model"
+    tiny_pipeline().save_pretrained(model)
+    one = [{"shape": "square", "color": "blue", "size": "small", "row": 2, "col": 1}]
+    readings = iter([[], one * 5] + [one] * 1000)  # the first two pictures: empty, then five objects
+    seen: list = []
+    monkeypatch.setattr(geometric, "read_scene", lambda im: seen.append(im.size) or next(readings))
+    run = tmp_path / "run"
+    first = train_captioner(_train_cfg(tiny_tokenizer, run, steps=2, generated_from=str(model), generated=5,
+                                       degraded=3, extra_fraction=0.5))
+    extra = build_extra_pool(_train_cfg(tiny_tokenizer, run, steps=2, generated=5, degraded=3),
+                             VQModel.from_pretrained(tiny_tokenizer), run)  # the cached pool
+    assert extra["tokens"].shape == (8, 64) and extra["objects"].shape == (8, 4, 5)
+    assert all(array_to_scene(row).to_dicts() == one for row in extra["objects"][:5])  # what the reader saw
+    assert seen[0] == (64, 64)  # it read decoded pictures
+    # degrading keeps the size and changes the pixels, deterministically per rng
+    clean = render(random_scene(random.Random(0)))
+    a, b = degrade(clean, random.Random(1)), degrade(clean, random.Random(1))
+    assert a.size == clean.size and np.array_equal(np.asarray(a), np.asarray(b))
+    assert not np.array_equal(np.asarray(a), np.asarray(clean))
+    again = train_captioner(_train_cfg(tiny_tokenizer, tmp_path / "run2", steps=2, init_from=str(first)))
+    assert Captioner.from_pretrained(again).config.vocab == Captioner.from_pretrained(first).config.vocab
+    with pytest.raises(ValueError, match="generated_from"):
+        train_captioner(_train_cfg(tiny_tokenizer, tmp_path / "run3", steps=2, generated=4))
 
 
 # ---------------------------------------------------------------------------------------------- persistence + pipeline

@@ -80,6 +80,12 @@ class CaptionerTrainConfig:
     max_minutes: float = 0.0  # stop early (checkpoint and model still written) after this long, pool included; 0 = off
     stop_after: int = 0  # stop after this step although the LR schedule spans ``steps``; 0 = run all ``steps``
     attach: str = ""  # model folder that receives the trained captioner as captioner/ (float16)
+    init_from: str = ""  # start from this trained captioner (its vocabulary and size); a fresh run folder only
+    # shapes only: pictures beyond clean renders, each pool built once and cached in the run folder
+    generated_from: str = ""  # a pipeline folder whose generator draws ``generated`` pictures (same tokenizer)
+    generated: int = 0  # generated pictures, labelled by the geometric reader (what they show, not their prompt)
+    degraded: int = 0  # renders blurred, noised and JPEG-compressed before encoding, labelled by their scene
+    extra_fraction: float = 0.4  # share of each batch drawn from the generated and degraded pools together
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -111,6 +117,78 @@ def build_pool(cfg: CaptionerTrainConfig, vq: VQModel, run: Path) -> dict[str, t
     scenes = [random_scene(rng) for _ in range(cfg.pool)]
     pool = {"tokens": encode_scenes(vq, scenes, desc="encoding pool"), "objects": scenes_to_array(scenes)}
     save_file(pool, str(cache))
+    return pool
+
+
+def degrade(image: "Image.Image", rng: random.Random) -> "Image.Image":
+    """A render as a photo or a re-saved file might show it: blurred, noised, JPEG-compressed (each mild)."""
+    import io
+
+    from PIL import Image, ImageFilter
+
+    im = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.0, 1.2)))
+    arr = np.asarray(im, dtype=np.float32) + np.random.default_rng(rng.randrange(2**32)).normal(
+        0.0, rng.uniform(0.0, 10.0), (*im.size[::-1], 3))
+    im = Image.fromarray(arr.clip(0, 255).astype(np.uint8))
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=rng.randint(25, 85))
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
+def build_extra_pool(cfg: CaptionerTrainConfig, vq: VQModel, run: Path) -> dict[str, torch.Tensor] | None:
+    """Generated and degraded pictures (tokens and object tables like :func:`build_pool`), cached as
+    ``run/extra.safetensors``; None when the config asks for neither.
+
+    Generated: ``cfg.generated`` pictures drawn by ``cfg.generated_from`` (default sampling settings, a fresh seed
+    per picture) from the captions of random scenes; each is labelled by the geometric reader's reading of the
+    decoded picture, so the captioner learns to say what the generator drew (pictures read as empty or as more
+    than ``MAX_OBJECTS`` objects are left out). Degraded: ``cfg.degraded`` renders passed through :func:`degrade`."""
+    if not (cfg.generated or cfg.degraded):
+        return None
+    cache = run / "extra.safetensors"
+    if cache.is_file():
+        return load_file(str(cache))
+    from pixlm.data.geometric import read_scene
+    from pixlm.pipelines.common import tokens_to_images
+    from pixlm.train.common import images_to_tensor
+
+    rng = random.Random(cfg.seed + 4242)
+    tokens, tables = [], []
+    if cfg.generated:
+        if not cfg.generated_from:
+            raise ValueError(f"generated={cfg.generated} needs generated_from=<a pipeline folder>")
+        from pixlm.pipelines.text_to_image import load_pipeline
+
+        pipe = load_pipeline(cfg.generated_from, precision="reference")
+        if tokenizer_fingerprint(pipe.vq) != tokenizer_fingerprint(vq):
+            raise ValueError(f"{cfg.generated_from} draws tokens of tokenizer {tokenizer_fingerprint(pipe.vq)}, but "
+                             f"the captioner reads tokenizer {tokenizer_fingerprint(vq)} ({cfg.tokenizer})")
+        made = drawn = 0
+        while made < cfg.generated:
+            if drawn >= 20 * cfg.generated + 64:
+                raise RuntimeError(f"only {made} of {drawn} pictures drawn by {cfg.generated_from} read as 1 to "
+                                   f"{MAX_OBJECTS} objects; is it a trained shapes model?")
+            drawn += 32
+            prompts = [caption(random_scene(rng), rng) for _ in range(32)]
+            out = pipe.generate(prompts, seed=rng.randrange(2**40))
+            grid = out.tokens.flatten(1)
+            for row, im in zip(grid, tokens_to_images(pipe.vq, out.tokens)):
+                scene = read_scene(im)
+                if 1 <= len(scene) <= MAX_OBJECTS and made < cfg.generated:  # the pool's scenes have 1-4
+                    tokens.append(row.to(torch.int16))
+                    tables.append(scenes_to_array([Scene.from_dicts(scene)])[0])
+                    made += 1
+    if cfg.degraded:
+        scenes = [random_scene(rng) for _ in range(cfg.degraded)]
+        from pixlm.data.shapes import render
+
+        enc = encode_in_batches(vq, lambda i, j: images_to_tensor(np.stack([
+            np.asarray(degrade(render(s), random.Random(cfg.seed * 7919 + k))) for k, s in enumerate(scenes[i:j], i)
+        ])), len(scenes))
+        tokens += list(enc)
+        tables += list(scenes_to_array(scenes))
+    pool = {"tokens": torch.stack(tokens), "objects": torch.stack(tables)}
+    save_tensors_atomic(pool, cache)
     return pool
 
 
@@ -227,14 +305,31 @@ def train_captioner(cfg: CaptionerTrainConfig) -> Path:
         vocab = (build_vocab([c for cs in captions for c in cs], cfg.vocab_min_count) if cfg.data
                  else vocabulary(cfg.seed, cfg.vocab_scenes))
         vocab_file.write_text(json.dumps(list(vocab)) + "\n")
+    extra = None
     if not cfg.data:
         pool = build_pool(cfg, vq, run)
+        extra = build_extra_pool(cfg, vq, run)
         eval_tokens, eval_scenes = held_out(vq, cfg.eval_n)
+    elif cfg.generated or cfg.degraded:
+        raise ValueError("generated/degraded pictures are shapes scenes; they do not mix with folder data")
+    if not 0.0 <= cfg.extra_fraction <= 1.0:
+        raise ValueError(f"extra_fraction={cfg.extra_fraction} must be in [0, 1]")
 
-    model = Captioner(CaptionerConfig(vocab=vocab, image_vocab_size=vq.vocab_size, grid=vq.config.grid, dim=cfg.dim,
-                                      encoder_layers=cfg.encoder_layers, decoder_layers=cfg.decoder_layers,
-                                      heads=cfg.heads, max_length=cfg.max_length,
-                                      tokenizer_id=tokenizer_fingerprint(vq)))
+    if cfg.init_from:
+        model = Captioner.from_pretrained(cfg.init_from).float()
+        if model.config.tokenizer_id and model.config.tokenizer_id != tokenizer_fingerprint(vq):
+            raise CheckpointError(f"init_from={cfg.init_from!r} was trained on tokenizer {model.config.tokenizer_id}, "
+                                  f"not {tokenizer_fingerprint(vq)} ({cfg.tokenizer})")
+        missing = sorted(set(vocab) - set(model.config.vocab))
+        if missing:
+            raise ValueError(f"init_from={cfg.init_from!r} lacks words the training captions use: {missing[:10]}")
+        vocab = tuple(model.config.vocab)
+        vocab_file.write_text(json.dumps(list(vocab)) + "\n")
+    else:
+        model = Captioner(CaptionerConfig(vocab=vocab, image_vocab_size=vq.vocab_size, grid=vq.config.grid,
+                                          dim=cfg.dim, encoder_layers=cfg.encoder_layers,
+                                          decoder_layers=cfg.decoder_layers, heads=cfg.heads,
+                                          max_length=cfg.max_length, tokenizer_id=tokenizer_fingerprint(vq)))
     opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay, ("emb", "pos")), lr=cfg.lr, betas=(0.9, 0.98))
     (model,) = loop.prepare({"raw": model}, opt, ema=True)
     raw, ema = loop.unwrap("raw"), loop.ema
@@ -243,14 +338,17 @@ def train_captioner(cfg: CaptionerTrainConfig) -> Path:
 
     def step_fn(step: int) -> dict:
         rng = step_rng(cfg.seed, step)  # data order and caption wording = f(seed, step)
-        idx = [rng.randrange(n_pool) for _ in range(cfg.batch_size * world)][rank::world]
+        # (pool, index) per sample; the extra pool's share is drawn per sample, so it is a function of (seed, step)
+        picks = [(extra, rng.randrange(len(extra["tokens"]))) if extra is not None and
+                 rng.random() < cfg.extra_fraction else (pool, rng.randrange(n_pool))
+                 for _ in range(cfg.batch_size * world)][rank::world]
         if cfg.data:  # one of the picture's captions, drawn at random
-            rows = [raw.encode_text(rng.choice(captions[i])) for i in idx]
+            rows = [raw.encode_text(rng.choice(captions[i])) for _, i in picks]
         else:
-            rows = [training_ids(raw, array_to_scene(pool["objects"][i]), rng.random() < cfg.detailed_fraction, rng)
-                    for i in idx]
+            rows = [training_ids(raw, array_to_scene(src["objects"][i]), rng.random() < cfg.detailed_fraction, rng)
+                    for src, i in picks]
         words = pad_ids(rows).to(loop.accelerator.device)
-        tokens = pool["tokens"][torch.tensor(idx)].long().to(loop.accelerator.device)
+        tokens = torch.stack([src["tokens"][i] for src, i in picks]).long().to(loop.accelerator.device)
         loss = caption_loss(model, tokens, words, cfg.label_smoothing)
         loop.accelerator.backward(loss)
         return {"loss": loss.detach()}
@@ -309,7 +407,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 __all__ = ["CaptionerTrainConfig", "train_captioner", "attach_captioner", "detailed_accuracy", "encode_folder",
-           "folder_metrics", "vocabulary", "held_out"]
+           "folder_metrics", "vocabulary", "held_out", "degrade", "build_extra_pool"]
 
 if __name__ == "__main__":
     main()
