@@ -120,21 +120,6 @@ def build_pool(cfg: CaptionerTrainConfig, vq: VQModel, run: Path) -> dict[str, t
     return pool
 
 
-def degrade(image: "Image.Image", rng: random.Random) -> "Image.Image":
-    """A render as a photo or a re-saved file might show it: blurred, noised, JPEG-compressed (each mild)."""
-    import io
-
-    from PIL import Image, ImageFilter
-
-    im = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.0, 1.2)))
-    arr = np.asarray(im, dtype=np.float32) + np.random.default_rng(rng.randrange(2**32)).normal(
-        0.0, rng.uniform(0.0, 10.0), (*im.size[::-1], 3))
-    im = Image.fromarray(arr.clip(0, 255).astype(np.uint8))
-    buf = io.BytesIO()
-    im.save(buf, format="JPEG", quality=rng.randint(25, 85))
-    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
-
-
 def build_extra_pool(cfg: CaptionerTrainConfig, vq: VQModel, run: Path) -> dict[str, torch.Tensor] | None:
     """Generated and degraded pictures (tokens and object tables like :func:`build_pool`), cached as
     ``run/extra.safetensors``; None when the config asks for neither.
@@ -182,8 +167,10 @@ def build_extra_pool(cfg: CaptionerTrainConfig, vq: VQModel, run: Path) -> dict[
         scenes = [random_scene(rng) for _ in range(cfg.degraded)]
         from pixlm.data.shapes import render
 
+        from pixlm.eval.augment import degrade
+
         enc = encode_in_batches(vq, lambda i, j: images_to_tensor(np.stack([
-            np.asarray(degrade(render(s), random.Random(cfg.seed * 7919 + k))) for k, s in enumerate(scenes[i:j], i)
+            degrade(render(s), np.random.default_rng((cfg.seed, k))) for k, s in enumerate(scenes[i:j], i)
         ])), len(scenes))
         tokens += list(enc)
         tables += list(scenes_to_array(scenes))
@@ -407,7 +394,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 __all__ = ["CaptionerTrainConfig", "train_captioner", "attach_captioner", "detailed_accuracy", "encode_folder",
-           "folder_metrics", "vocabulary", "held_out", "degrade", "build_extra_pool"]
+           "folder_metrics", "vocabulary", "held_out", "build_extra_pool"]
 
 if __name__ == "__main__":
     main()
