@@ -80,6 +80,11 @@ def test_decoder_finetune_keeps_tokens_fixed(tokenizer_run: Path, tmp_path: Path
     x = torch.rand(3, 3, 64, 64) * 2 - 1
     assert torch.equal(a.encode(x), b.encode(x))
     assert any(not torch.equal(p, q) for p, q in zip(a.decoder.parameters(), b.decoder.parameters()))
+    assert a.with_decoder_of(b) is b  # a generator trained on a's tokens may draw with b's decoder
+    with torch.no_grad():
+        next(b.encoder.parameters()).add_(0.01)
+    with pytest.raises(ValueError, match="encoder differs"):
+        a.with_decoder_of(b)
 
 
 def test_generator_training_writes_a_loadable_pipeline_and_resumes(tokenizer_run: Path, tmp_path: Path) -> None:

@@ -135,3 +135,13 @@ class VQModel(nn.Module, Pretrained):
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, h, w) long → (B, 3, H, W) float in [-1, 1] (clamped)."""
         return self.decoder(self.fsq.indices_to_codes(tokens)).clamp(-1, 1)
+
+    def with_decoder_of(self, other: "VQModel") -> "VQModel":
+        """``other`` (a decoder fine-tune of this tokenizer, ``freeze_encoder``), checked to encode exactly as this
+        one does, so a generator trained on this tokenizer's tokens can use it."""
+        mine, theirs = self.encoder.state_dict(), other.encoder.state_dict()
+        if self.config.levels != other.config.levels or mine.keys() != theirs.keys() or any(
+                not torch.equal(v, theirs[k].to(v.dtype)) for k, v in mine.items()):
+            raise ValueError("the fine-tuned tokenizer's encoder differs from the one the generator was trained on")
+        return other
+

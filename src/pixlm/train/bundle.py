@@ -98,10 +98,7 @@ def assemble(generator_pipeline: Path, decoder: Path, out: Path) -> Path:
     from pixlm.pipelines.text_to_image import TextToImagePipeline
 
     pipe = TextToImagePipeline.from_pretrained(generator_pipeline)
-    vq = VQModel.from_pretrained(decoder)
-    first = pipe.vq.encoder.state_dict()
-    if any(not torch.equal(v, vq.encoder.state_dict()[k]) for k, v in first.items()):
-        raise RuntimeError("the fine-tuned tokenizer's encoder differs from the one the generator was trained on")
+    vq = pipe.vq.with_decoder_of(VQModel.from_pretrained(decoder))
     pipe.vq = vq.eval()
     pipe.defaults.update(SAMPLING_DEFAULTS)
     from pixlm.checkpoint import atomic_write_dir, write_json

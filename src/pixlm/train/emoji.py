@@ -4,11 +4,13 @@
 
 Sequential stages, each resumable and skipped once finished: (1) the dataset (``pixlm data emoji``: four styles,
 from the npm packages under ``--node-modules``) in ``WORK/data``; (2) the FSQ tokenizer on the training pictures
-(``--stop-after tokenizer`` ends the recipe there; rerun the same command to resume it); (3) the masked
-generator on the training captions (``GeneratorTrainConfig.data``); (4) the contrastive text–image scorer used
+(``--stop-after tokenizer`` ends the recipe there; rerun the same command to resume it); (2b) its decoder
+alone, fine-tuned on the same tokens (``WORK/decoder``; it does not change the tokens, so it may run beside the
+generator: ``--stop-after decoder`` in a second process); (3) the masked generator on the training captions
+(``GeneratorTrainConfig.data``); (4) the contrastive text–image scorer used
 by the evaluation (``pixlm.eval.clip_score``, in ``WORK/clip_score/model``); (5) the captioner on the training
 pictures and captions (``CaptionerTrainConfig.data``, in ``WORK/captioner/model``; the held-out splits' loss,
-BLEU-4 and CIDEr are only logged, never trained on); (6) the pipeline, float16, in ``WORK/pipeline`` (``--out``) with the
+BLEU-4 and CIDEr are only logged, never trained on); (6) the pipeline, float16, drawing with the fine-tuned decoder, in ``WORK/pipeline`` (``--out``) with the
 captioner as ``captioner/``, and with ``--scorer-out`` a float16 copy of the scorer. Only the ``train`` split is
 ever trained on. Evaluate with ``python benchmarks/emoji.py --model WORK/pipeline --data WORK/data --scorer
 WORK/clip_score/model`` (add ``--captions`` for the captioner). The shipped model and scorer were written by
@@ -21,8 +23,9 @@ tokens of 12.1 bits, 256 channels at 8 px) stalled near 19-22 dB on held-out emo
 autocast (the CPU's native bf16 halves the step time; FSQ rounds in float32). ``tokenizer_report`` measures the
 round trip per style on the held-out emoji with codebook usage (``--report-tokenizer CHECKPOINT``).
 
-The defaults of the other stages are the shipped model's run: generator a 500-step schedule stopped at step 400,
-then resumed on a 2000-step one up to step 1600; scorer 200 steps (what a shared 2-core CPU allowed); captioner
+The generator of the 16×16 tokenizer trains under bf16 autocast on batches of 32 (one 3000-step schedule; the
+8×8 model had a 500-step schedule stopped at step 400, then a 2000-step one up to step 1600, at batch 64). The
+defaults of the other stages are the shipped model's run: scorer 200 steps (what a shared 2-core CPU allowed); captioner
 2000 steps with label smoothing 0.1 (7 minutes on one thread; longer schedules only lowered the held-out
 scores). The captioner came after the rest; it was trained with the stage's settings and attached by::
 
@@ -55,7 +58,7 @@ import torch
 
 from pixlm.data.emoji import EmojiDataConfig, build_emoji_dataset, npm_sources
 
-STAGES = ("data", "tokenizer", "generator", "scorer", "captioner", "pipeline")
+STAGES = ("data", "tokenizer", "decoder", "generator", "scorer", "captioner", "pipeline")
 
 
 @dataclass
@@ -76,8 +79,11 @@ class EmojiRecipeConfig:
     tokenizer_mixed_precision: str = "bf16"  # "no" trains in float32 (about twice as slow on a bf16 CPU)
     tokenizer_ckpt_every: int = 100  # 5-15 minutes on one nice'd thread of a shared 2-core CPU
     tokenizer_init_from: str = ""  # a tokenizer folder to start from when WORK has no checkpoint (committed weights)
-    generator_phases: str = "500:400,2000:1600"  # STEPS[:STOP],...: cosine schedules, each resuming the last
-    generator_batch: int = 64
+    decoder_steps: int = 3000  # the tokenizer's decoder alone, fine-tuned on (fixed) tokens; 0 = skip
+    decoder_lr: float = 3e-4
+    generator_phases: str = "3000"  # STEPS[:STOP],...: cosine schedules, each resuming the last
+    generator_batch: int = 32  # 256 tokens a picture: 1.3 s a step in bf16 on one thread (64: 2.7 s)
+    generator_mixed_precision: str = "bf16"
     generator_dim: int = 192
     generator_layers: int = 4
     scorer_steps: int = 200
@@ -152,6 +158,23 @@ def stage_tokenizer(cfg: EmojiRecipeConfig, data: Path) -> Path:
     return out / "model"
 
 
+def stage_decoder(cfg: EmojiRecipeConfig, data: Path, tokenizer: Path) -> Path:
+    """Fine-tune the tokenizer's decoder alone (``freeze_encoder``): the tokens stay those the generator trains
+    on, the pictures come back sharper. Returns the tokenizer itself when ``decoder_steps`` is 0."""
+    from pixlm.train.tokenizer import TokenizerTrainConfig, train_tokenizer
+
+    if not cfg.decoder_steps:
+        return tokenizer
+    out = Path(cfg.work) / "decoder"
+    if not (out / "model" / ".complete").exists():
+        with tokenizer_on_pictures(load_pictures(data / "train")):
+            train_tokenizer(TokenizerTrainConfig(
+                out=str(out), steps=cfg.decoder_steps, batch_size=cfg.tokenizer_batch, lr=cfg.decoder_lr, warmup=50,
+                seed=cfg.seed + 1, ckpt_every=cfg.tokenizer_ckpt_every, resume=True, init_from=str(tokenizer),
+                freeze_encoder=True, mixed_precision=cfg.tokenizer_mixed_precision))
+    return out / "model"
+
+
 def _ints(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(v) for v in text.split(","))
@@ -208,6 +231,7 @@ def stage_generator(cfg: EmojiRecipeConfig, data: Path, tokenizer: Path) -> Path
     return train_phases(GeneratorTrainConfig(out=str(Path(cfg.work) / "generator"), tokenizer=str(tokenizer),
                                              data=str(data / "train"), batch_size=cfg.generator_batch,
                                              dim=cfg.generator_dim, layers=cfg.generator_layers, seed=cfg.seed,
+                                             mixed_precision=cfg.generator_mixed_precision,
                                              eval_every=max(s for s, _ in phases) + 1, ckpt_every=200), phases)
 
 
@@ -241,12 +265,16 @@ def stage_captioner(cfg: EmojiRecipeConfig, data: Path, tokenizer: Path) -> Path
 SAMPLING_DEFAULTS = {"num_inference_steps": 8, "guidance_scale": 1.5, "temperature": 0.5, "choice_temperature": 4.5}
 
 
-def assemble(generator_pipeline: Path, data: Path, out: Path) -> Path:
-    """The trained pipeline in float16 with the data's licence and attribution files."""
+def assemble(generator_pipeline: Path, data: Path, out: Path, decoder: Path | None = None) -> Path:
+    """The trained pipeline in float16 with the data's licence and attribution files; ``decoder``: a decoder
+    fine-tune of the generator's tokenizer (:func:`stage_decoder`) to draw the pictures with."""
     from pixlm.checkpoint import atomic_write_dir, write_json
+    from pixlm.models.vq import VQModel
     from pixlm.pipelines.text_to_image import TextToImagePipeline
 
     pipe = TextToImagePipeline.from_pretrained(generator_pipeline)
+    if decoder is not None:
+        pipe.vq = pipe.vq.with_decoder_of(VQModel.from_pretrained(decoder)).eval()
     pipe.defaults.update(SAMPLING_DEFAULTS)
 
     def write(tmp: Path) -> None:
@@ -274,6 +302,9 @@ def run_recipe(cfg: EmojiRecipeConfig) -> Path:
     tok = stage_tokenizer(cfg, data)
     if cfg.stop_after == "tokenizer":
         return tok
+    dec = stage_decoder(cfg, data, tok)
+    if cfg.stop_after == "decoder":
+        return dec
     gen = stage_generator(cfg, data, tok)
     if cfg.stop_after == "generator":
         return gen
@@ -287,7 +318,7 @@ def run_recipe(cfg: EmojiRecipeConfig) -> Path:
         from pixlm.eval.clip_score import ContrastiveScorer
 
         ContrastiveScorer.from_pretrained(scorer).save_pretrained(cfg.scorer_out, dtype=torch.float16)
-    out = assemble(gen, data, Path(cfg.out or Path(cfg.work) / "pipeline"))
+    out = assemble(gen, data, Path(cfg.out or Path(cfg.work) / "pipeline"), None if dec == tok else dec)
     attach_captioner(captioner, out)  # float16; refuses a captioner of another tokenizer
     return out
 
