@@ -341,3 +341,34 @@ def test_recipe_runs_to_the_tokenizer_and_checks_its_arguments(tmp_path: Path, f
     with pytest.raises(ValueError, match="'4;4' must be comma-separated integers"):
         run_recipe(EmojiRecipeConfig(work=str(tmp_path / "v"), node_modules=str(fake_npm), stop_after="tokenizer",
                                      tokenizer_levels="4;4"))
+
+
+def test_weights_export_and_import_let_another_machine_continue(tmp_path: Path, vq_dir: Path) -> None:
+    """A session exports the finished tokenizer/decoder and the generator's checkpoint; a fresh WORK imports them:
+    finished stages are skipped and the generator stage resumes at the exported step."""
+    import shutil
+
+    from pixlm.models.masked import MaskedConfig, MaskedTransformer
+    from pixlm.train.bundle import start_from
+    from pixlm.train.common import complete_checkpoints
+    from pixlm.train.emoji import export_weights, import_weights
+
+    work = tmp_path / "work"
+    for part in ("tokenizer", "decoder"):
+        shutil.copytree(vq_dir, work / part / "model")
+    torch.manual_seed(0)
+    gen = MaskedTransformer(MaskedConfig(vocab_size=64, dim=16, layers=1, heads=2, text_dim=16))
+    assert start_from(work / "generator", gen, 0.05, 0, 40)
+    dest = export_weights(work, tmp_path / "weights")
+    assert sorted(p.name for p in dest.iterdir()) == ["decoder", "generator", "tokenizer"]
+    assert not list(dest.rglob("optimizer*"))  # weights only
+    fresh = tmp_path / "fresh"
+    assert import_weights(dest, fresh, 0.05, 0) == ["tokenizer", "decoder", "generator (step 40)"]
+    assert (fresh / "tokenizer" / "model" / ".complete").exists()
+    (ckpt,) = complete_checkpoints(fresh / "generator")
+    assert ckpt.name == "step-0000040"
+    back = MaskedTransformer.from_pretrained(ckpt / "model")
+    assert all(torch.equal(a, b) for a, b in zip(back.state_dict().values(), gen.state_dict().values()))
+    assert import_weights(dest, fresh, 0.05, 0) == []  # what WORK has is left alone
+    with pytest.raises(FileNotFoundError, match="holds none of"):
+        import_weights(tmp_path / "nothing", fresh, 0.05, 0)

@@ -79,6 +79,7 @@ class EmojiRecipeConfig:
     tokenizer_mixed_precision: str = "bf16"  # "no" trains in float32 (about twice as slow on a bf16 CPU)
     tokenizer_ckpt_every: int = 100  # 5-15 minutes on one nice'd thread of a shared 2-core CPU
     tokenizer_init_from: str = ""  # a tokenizer folder to start from when WORK has no checkpoint (committed weights)
+    weights_from: str = ""  # committed weights (``--export-weights``) to continue from on a machine without WORK
     decoder_steps: int = 3000  # the tokenizer's decoder alone, fine-tuned on (fixed) tokens; 0 = skip
     decoder_lr: float = 3e-4
     generator_phases: str = "3000"  # STEPS[:STOP],...: cosine schedules, each resuming the last
@@ -289,6 +290,56 @@ def assemble(generator_pipeline: Path, data: Path, out: Path, decoder: Path | No
     return atomic_write_dir(out, write)
 
 
+WEIGHT_PARTS = ("tokenizer", "decoder", "generator")
+
+
+def export_weights(work: Path, dest: Path) -> Path:
+    """What a later session needs to continue without ``work``: the finished tokenizer and decoder (their model
+    folders, where finished) and the generator's newest checkpoint (EMA and raw weights and its step, no optimizer:
+    ``bundle.export_weights``). ``work/data`` is rebuilt from the npm packages byte for byte."""
+    from pixlm.train.bundle import export_weights as export_generator
+    from pixlm.train.common import complete_checkpoints
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for part in ("tokenizer", "decoder"):
+        model = work / part / "model"
+        if (model / ".complete").exists():
+            if (dest / part).exists():
+                shutil.rmtree(dest / part)
+            shutil.copytree(model, dest / part)
+    if complete_checkpoints(work / "generator"):
+        export_generator(work / "generator", dest / "generator")
+    return dest
+
+
+def import_weights(source: Path, work: Path, weight_decay: float, seed: int) -> list[str]:
+    """Put weights written by :func:`export_weights` into an empty ``work``: finished stages as finished model
+    folders, the generator as a checkpoint at its step (a fresh optimizer) that the generator stage resumes.
+    Parts ``work`` already has are left alone; returns the parts imported."""
+    from pixlm.models.masked import MaskedTransformer
+    from pixlm.train.bundle import start_from
+
+    if not any((source / part).is_dir() for part in WEIGHT_PARTS):
+        raise FileNotFoundError(f"weights_from={str(source)!r} holds none of {WEIGHT_PARTS}")
+    done = []
+    for part in ("tokenizer", "decoder"):
+        target = work / part / "model"
+        if (source / part).is_dir() and not (target / ".complete").exists():
+            if not (source / part / ".complete").exists():
+                raise FileNotFoundError(f"{source / part} is not a complete model folder")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.exists():
+                shutil.rmtree(target)
+            shutil.copytree(source / part, target)
+            done.append(part)
+    if (source / "generator").is_dir():
+        step = json.loads((source / "generator" / "state.json").read_text())["step"]
+        if start_from(work / "generator", MaskedTransformer.from_pretrained(source / "generator" / "model"),
+                      weight_decay, seed, step, MaskedTransformer.from_pretrained(source / "generator" / "raw")):
+            done.append(f"generator (step {step})")
+    return done
+
+
 def run_recipe(cfg: EmojiRecipeConfig) -> Path:
     from pixlm.train.captioner import attach_captioner
 
@@ -297,6 +348,11 @@ def run_recipe(cfg: EmojiRecipeConfig) -> Path:
     _ints(cfg.tokenizer_levels), _ints(cfg.tokenizer_channels)  # bad values fail here, not after the data stage
     torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
     data = stage_data(cfg)
+    if cfg.weights_from:
+        from pixlm.train.generator import GeneratorTrainConfig
+
+        parts = import_weights(Path(cfg.weights_from), Path(cfg.work), GeneratorTrainConfig.weight_decay, cfg.seed)
+        print(f"from {cfg.weights_from}: {', '.join(parts) or 'nothing new (WORK has them)'}", flush=True)
     if cfg.stop_after == "data":
         return data
     tok = stage_tokenizer(cfg, data)
@@ -327,13 +383,20 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in EmojiRecipeConfig.__dataclass_fields__.values():
         ap.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
+    ap.add_argument("--export-weights", default="", metavar="DIR",
+                    help="only copy what a later session needs to continue (finished tokenizer and decoder, the "
+                         "generator's newest checkpoint without optimizer) from WORK to DIR; continue elsewhere with "
+                         "--weights-from DIR")
     ap.add_argument("--report-tokenizer", default="", metavar="MODEL",
                     help="only measure this tokenizer (a model folder or a checkpoint's model/) on WORK/data's "
                          "held-out emoji, per style, and print JSON")
     ap.add_argument("--report-sheet", default="", metavar="PNG",
                     help="with --report-tokenizer: also write originals above round trips, 12 per split and style")
     args = vars(ap.parse_args(argv))
-    report, sheet = args.pop("report_tokenizer"), args.pop("report_sheet")
+    report, sheet, export = args.pop("report_tokenizer"), args.pop("report_sheet"), args.pop("export_weights")
+    if export:
+        print(export_weights(Path(args["work"]), Path(export)))
+        return
     if report:
         torch.set_num_threads(args["threads"] or 1)
         print(json.dumps(tokenizer_report(report, Path(args["work"]) / "data", sheet=sheet or None), indent=1))
