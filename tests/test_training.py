@@ -56,6 +56,12 @@ def test_tokenizer_grid_follows_the_number_of_channel_entries(tmp_path: Path) ->
     tokens = vq.encode(x)
     assert tokens.shape == (2, 16, 16) and vq.decode(tokens).shape == (2, 3, 64, 64)
     assert VQConfig(channels=(8, 8, 16, 16)).grid == 8 and VQConfig(channels=(8, 8)).grid == 32
+    gen = train_generator(GeneratorTrainConfig(out=str(tmp_path / "gen"), tokenizer=str(run / "model"),
+                                               text_encoder="tiny", pool=8, steps=1, batch_size=2, dim=16, layers=1,
+                                               heads=2, log_every=1, eval_every=1000, ckpt_every=1))
+    pipe = load_pipeline(gen)  # the generator follows the tokenizer's grid
+    assert pipe.generator.config.grid == 16
+    assert pipe("a red circle", num_inference_steps=2, seed=0)[0].size == (64, 64)
     for bad, words in [((8,), "2 to 5 entries"), ((8, 8, 8, 8, 8, 8), "2 to 5 entries"), ((8, 12, 16), "multiple of 8")]:
         with pytest.raises(ValueError, match=words):
             VQConfig(channels=bad)

@@ -315,8 +315,9 @@ def train_generator(cfg: GeneratorTrainConfig) -> Path:
             with accelerator.main_process_first():  # one process builds the cache, the others read it
                 pool = build_pool(cfg, vq, text, run)
         null_states, null_mask = text.encode([""])  # condition dropout uses the empty prompt, as CFG does
-    model = MaskedTransformer(MaskedConfig(vocab_size=vq.vocab_size, dim=cfg.dim, layers=cfg.layers, heads=cfg.heads,
-                                           text_dim=text.dim, conditioning=cfg.conditioning))
+    model = MaskedTransformer(MaskedConfig(vocab_size=vq.vocab_size, grid=vq.config.grid, dim=cfg.dim,
+                                           layers=cfg.layers, heads=cfg.heads, text_dim=text.dim,
+                                           conditioning=cfg.conditioning))
     opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98))
     (model,) = loop.prepare({"raw": model}, opt, ema=True, same_world=streaming)
     mask_id = loop.unwrap("raw").config.mask_id
