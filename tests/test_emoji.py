@@ -369,6 +369,10 @@ def test_weights_export_and_import_let_another_machine_continue(tmp_path: Path, 
     assert ckpt.name == "step-0000040"
     back = MaskedTransformer.from_pretrained(ckpt / "model")
     assert all(torch.equal(a, b) for a, b in zip(back.state_dict().values(), gen.state_dict().values()))
+    from pixlm.models.vq import VQModel
+
+    tok, src = VQModel.from_pretrained(fresh / "tokenizer" / "model"), VQModel.from_pretrained(vq_dir)
+    assert all(torch.equal(a, b) for a, b in zip(tok.state_dict().values(), src.state_dict().values()))  # float32
     assert import_weights(dest, fresh, 0.05, 0) == []  # what WORK has is left alone
     with pytest.raises(FileNotFoundError, match="holds none of"):
         import_weights(tmp_path / "nothing", fresh, 0.05, 0)

@@ -294,29 +294,33 @@ WEIGHT_PARTS = ("tokenizer", "decoder", "generator")
 
 
 def export_weights(work: Path, dest: Path) -> Path:
-    """What a later session needs to continue without ``work``: the finished tokenizer and decoder (their model
-    folders, where finished) and the generator's newest checkpoint (EMA and raw weights and its step, no optimizer:
-    ``bundle.export_weights``). ``work/data`` is rebuilt from the npm packages byte for byte."""
+    """What a later session needs to continue without ``work``: the finished tokenizer (float32: it encodes the
+    generator's pool, so its tokens must not move) and decoder (float16), and the generator's newest checkpoint
+    (``bundle.export_weights``: EMA weights float32, raw weights float16, its step; no optimizer). ``work/data`` is
+    rebuilt from the npm packages byte for byte."""
+    from pixlm.models.masked import MaskedTransformer
+    from pixlm.models.vq import VQModel
     from pixlm.train.bundle import export_weights as export_generator
     from pixlm.train.common import complete_checkpoints
 
     dest.mkdir(parents=True, exist_ok=True)
-    for part in ("tokenizer", "decoder"):
+    for part, dtype in (("tokenizer", None), ("decoder", torch.float16)):
         model = work / part / "model"
         if (model / ".complete").exists():
-            if (dest / part).exists():
-                shutil.rmtree(dest / part)
-            shutil.copytree(model, dest / part)
+            VQModel.from_pretrained(model).save_pretrained(dest / part, dtype=dtype)
     if complete_checkpoints(work / "generator"):
         export_generator(work / "generator", dest / "generator")
+        raw = dest / "generator" / "raw"
+        MaskedTransformer.from_pretrained(raw).save_pretrained(raw, dtype=torch.float16)
     return dest
 
 
 def import_weights(source: Path, work: Path, weight_decay: float, seed: int) -> list[str]:
-    """Put weights written by :func:`export_weights` into an empty ``work``: finished stages as finished model
-    folders, the generator as a checkpoint at its step (a fresh optimizer) that the generator stage resumes.
+    """Put weights written by :func:`export_weights` into an empty ``work``: finished stages as finished (float32)
+    model folders, the generator as a checkpoint at its step (a fresh optimizer) that the generator stage resumes.
     Parts ``work`` already has are left alone; returns the parts imported."""
     from pixlm.models.masked import MaskedTransformer
+    from pixlm.models.vq import VQModel
     from pixlm.train.bundle import start_from
 
     if not any((source / part).is_dir() for part in WEIGHT_PARTS):
@@ -325,17 +329,13 @@ def import_weights(source: Path, work: Path, weight_decay: float, seed: int) -> 
     for part in ("tokenizer", "decoder"):
         target = work / part / "model"
         if (source / part).is_dir() and not (target / ".complete").exists():
-            if not (source / part / ".complete").exists():
-                raise FileNotFoundError(f"{source / part} is not a complete model folder")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if target.exists():
-                shutil.rmtree(target)
-            shutil.copytree(source / part, target)
+            VQModel.from_pretrained(source / part).float().save_pretrained(target)
             done.append(part)
     if (source / "generator").is_dir():
         step = json.loads((source / "generator" / "state.json").read_text())["step"]
+        raw = MaskedTransformer.from_pretrained(source / "generator" / "raw").float()
         if start_from(work / "generator", MaskedTransformer.from_pretrained(source / "generator" / "model"),
-                      weight_decay, seed, step, MaskedTransformer.from_pretrained(source / "generator" / "raw")):
+                      weight_decay, seed, step, raw):
             done.append(f"generator (step {step})")
     return done
 
