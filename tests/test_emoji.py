@@ -376,3 +376,27 @@ def test_weights_export_and_import_let_another_machine_continue(tmp_path: Path, 
     assert import_weights(dest, fresh, 0.05, 0) == []  # what WORK has is left alone
     with pytest.raises(FileNotFoundError, match="holds none of"):
         import_weights(tmp_path / "nothing", fresh, 0.05, 0)
+
+
+def test_an_unfinished_run_can_be_assembled_from_its_newest_checkpoint(tmp_path: Path, vq_dir: Path,
+                                                                       emoji_data: Path) -> None:
+    import shutil
+
+    from pixlm.models.masked import MaskedConfig, MaskedTransformer
+    from pixlm.pipelines.text_to_image import load_pipeline
+    from pixlm.train.bundle import start_from
+    from pixlm.train.emoji import main
+
+    work = tmp_path / "work"
+    shutil.copytree(vq_dir, work / "tokenizer" / "model")
+    shutil.copytree(emoji_data, work / "data")
+    with pytest.raises(FileNotFoundError, match="no complete checkpoint"):
+        main(["--work", str(work), "--assemble-checkpoint", str(tmp_path / "out"), "--threads", "1"])
+    torch.manual_seed(0)
+    gen = MaskedTransformer(MaskedConfig(vocab_size=64, dim=16, layers=1, heads=2, text_dim=384))
+    start_from(work / "generator", gen, 0.05, 0, 7)
+    main(["--work", str(work), "--assemble-checkpoint", str(tmp_path / "out"), "--threads", "1"])
+    pipe = load_pipeline(tmp_path / "out")
+    assert (tmp_path / "out" / "ATTRIBUTION.md").is_file() and pipe.defaults["guidance_scale"] == 1.5
+    assert torch.allclose(pipe.generator.tok_emb.weight.float(), gen.tok_emb.weight, atol=1e-2)  # float16 copy
+    assert pipe("cat face, noto style", num_inference_steps=2, seed=0)[0].size == (64, 64)

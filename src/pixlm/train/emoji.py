@@ -53,10 +53,14 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from pixlm.data.emoji import EmojiDataConfig, build_emoji_dataset, npm_sources
+
+if TYPE_CHECKING:
+    from pixlm.pipelines.text_to_image import TextToImagePipeline
 
 STAGES = ("data", "tokenizer", "decoder", "generator", "scorer", "captioner", "pipeline")
 
@@ -266,14 +270,31 @@ def stage_captioner(cfg: EmojiRecipeConfig, data: Path, tokenizer: Path) -> Path
 SAMPLING_DEFAULTS = {"num_inference_steps": 8, "guidance_scale": 1.5, "temperature": 0.5, "choice_temperature": 4.5}
 
 
-def assemble(generator_pipeline: Path, data: Path, out: Path, decoder: Path | None = None) -> Path:
-    """The trained pipeline in float16 with the data's licence and attribution files; ``decoder``: a decoder
-    fine-tune of the generator's tokenizer (:func:`stage_decoder`) to draw the pictures with."""
+def checkpoint_pipeline(work: Path) -> TextToImagePipeline:
+    """The pipeline of the generator stage's newest checkpoint (EMA weights), its tokenizer and MiniLM: to measure
+    a run that has not finished (``--assemble-checkpoint``)."""
+    from pixlm.models.masked import MaskedTransformer
+    from pixlm.models.vq import VQModel
+    from pixlm.pipelines.text_to_image import TextToImagePipeline
+    from pixlm.train.common import complete_checkpoints, load_text_encoder
+
+    ckpts = complete_checkpoints(work / "generator")
+    if not ckpts:
+        raise FileNotFoundError(f"{work / 'generator'} has no complete checkpoint yet")
+    return TextToImagePipeline(VQModel.from_pretrained(work / "tokenizer" / "model"), load_text_encoder("minilm"),
+                               MaskedTransformer.from_pretrained(ckpts[-1] / "model"))
+
+
+def assemble(generator_pipeline: Path | TextToImagePipeline, data: Path, out: Path,
+             decoder: Path | None = None) -> Path:
+    """The trained pipeline (a folder or a pipeline) in float16 with the data's licence and attribution files;
+    ``decoder``: a decoder fine-tune of the generator's tokenizer (:func:`stage_decoder`) to draw the pictures with."""
     from pixlm.checkpoint import atomic_write_dir, write_json
     from pixlm.models.vq import VQModel
     from pixlm.pipelines.text_to_image import TextToImagePipeline
 
-    pipe = TextToImagePipeline.from_pretrained(generator_pipeline)
+    pipe = generator_pipeline if isinstance(generator_pipeline, TextToImagePipeline) else \
+        TextToImagePipeline.from_pretrained(generator_pipeline)
     if decoder is not None:
         pipe.vq = pipe.vq.with_decoder_of(VQModel.from_pretrained(decoder)).eval()
     pipe.defaults.update(SAMPLING_DEFAULTS)
@@ -387,6 +408,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="only copy what a later session needs to continue (finished tokenizer and decoder, the "
                          "generator's newest checkpoint without optimizer) from WORK to DIR; continue elsewhere with "
                          "--weights-from DIR")
+    ap.add_argument("--assemble-checkpoint", default="", metavar="DIR",
+                    help="only write the pipeline of the generator's newest checkpoint (with the decoder fine-tune "
+                         "when finished; no captioner) to DIR, to measure an unfinished run")
     ap.add_argument("--report-tokenizer", default="", metavar="MODEL",
                     help="only measure this tokenizer (a model folder or a checkpoint's model/) on WORK/data's "
                          "held-out emoji, per style, and print JSON")
@@ -394,6 +418,14 @@ def main(argv: list[str] | None = None) -> None:
                     help="with --report-tokenizer: also write originals above round trips, 12 per split and style")
     args = vars(ap.parse_args(argv))
     report, sheet, export = args.pop("report_tokenizer"), args.pop("report_sheet"), args.pop("export_weights")
+    partial = args.pop("assemble_checkpoint")
+    if partial:
+        work = Path(args["work"])
+        torch.set_num_threads(args["threads"] or 1)
+        dec = work / "decoder" / "model"
+        print(assemble(checkpoint_pipeline(work), work / "data", Path(partial),
+                       dec if (dec / ".complete").exists() else None))
+        return
     if export:
         print(export_weights(Path(args["work"]), Path(export)))
         return
