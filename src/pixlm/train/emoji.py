@@ -23,7 +23,9 @@ tokens of 12.1 bits, 256 channels at 8 px) stalled near 19-22 dB on held-out emo
 autocast (the CPU's native bf16 halves the step time; FSQ rounds in float32). ``tokenizer_report`` measures the
 round trip per style on the held-out emoji with codebook usage (``--report-tokenizer CHECKPOINT``).
 
-The generator of the 16×16 tokenizer trains under bf16 autocast on batches of 32 (one 3000-step schedule; the
+The generator of the 16×16 tokenizer trains under bf16 autocast on batches of 32 (a 3000-step schedule, then a
+warm restart on a 20,000-step one, run across sessions: ``--generator-phases 3000,20000:8000`` stops a session at
+step 8,000, and ``--export-weights``/``--weights-from`` carry the run to another machine; the
 8×8 model had a 500-step schedule stopped at step 400, then a 2000-step one up to step 1600, at batch 64). The
 defaults of the other stages are the shipped model's run: scorer 200 steps (what a shared 2-core CPU allowed); captioner
 2000 steps with label smoothing 0.1 (7 minutes on one thread; longer schedules only lowered the held-out
@@ -86,7 +88,7 @@ class EmojiRecipeConfig:
     weights_from: str = ""  # committed weights (``--export-weights``) to continue from on a machine without WORK
     decoder_steps: int = 3000  # the tokenizer's decoder alone, fine-tuned on (fixed) tokens; 0 = skip
     decoder_lr: float = 3e-4
-    generator_phases: str = "3000"  # STEPS[:STOP],...: cosine schedules, each resuming the last
+    generator_phases: str = "3000,20000"  # STEPS[:STOP],...: cosine schedules, each resuming the last
     generator_batch: int = 32  # 256 tokens a picture: 1.3 s a step in bf16 on one thread (64: 2.7 s)
     generator_mixed_precision: str = "bf16"
     generator_dim: int = 192
