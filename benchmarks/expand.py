@@ -198,7 +198,7 @@ def main() -> None:
 
 
 def markdown(r: dict) -> str:
-    lines = [f"# Prompt expansion benchmark\n", f"model: `{r['model']}`  ", f"expander: `{r['expander']}` "
+    lines = ["# Prompt expansion benchmark\n", f"model: `{r['model']}`  ", f"expander: `{r['expander']}` "
              f"({r['expander_params']} parameters)  ",
              f"loose set: seed {r['loose_set']['seed']}, {r['loose_set']['n']} prompts, "
              f"seen verbatim in training: {r['loose_set']['seen_verbatim_in_training']}  ",

@@ -97,13 +97,13 @@ def repaint_area(image: Image.Image, mask: Image.Image | None, alpha_only: bool 
         sq = square_crop(mask)
         alpha = np.asarray(sq.convert("RGBA").getchannel("A")) if has_alpha(mask) else None
         if alpha is not None and (alpha < ALPHA_THRESHOLD).any():
-            hole, name = alpha < ALPHA_THRESHOLD, "mask's transparent area"
+            hole = alpha < ALPHA_THRESHOLD
         elif alpha_only:  # the HTTP API follows OpenAI: only transparency marks the area
             what = "no transparent pixels" if alpha is not None else "no alpha channel"
             raise ValueError(f"the mask has {what}; transparent pixels (alpha < {ALPHA_THRESHOLD}) mark the area to "
                              "repaint, so send a PNG with transparency")
         else:
-            hole, name = np.asarray(sq.convert("L")) >= WHITE_THRESHOLD, "mask"
+            hole = np.asarray(sq.convert("L")) >= WHITE_THRESHOLD
         if not hole.any():
             raise ValueError("the mask marks nothing to repaint: paint the area white (grey level >= "
                              f"{WHITE_THRESHOLD}) or make it transparent (alpha < {ALPHA_THRESHOLD})")
