@@ -299,21 +299,22 @@ def _compatible(want: dict, obj: dict) -> bool:
     return all(obj.get(k) == v for k, v in want.items())
 
 
-def _interpretations(spec_objs: list[dict], kept: list[dict]) -> list[list[int]]:
-    """Ways to read a prompt: first as the whole scene (each kept object named by one compatible spec object, the
-    rest new; only when some are left over), then as new content only. Each is the list of spec indices that are new."""
-    ways: list[list[int]] = []
+def _interpretations(spec_objs: list[dict], kept: list[dict]) -> list[dict[int, dict]]:
+    """Ways to read a prompt, each a map from the spec objects that describe kept objects to those objects (the
+    other spec objects are new): first as the whole scene (each kept object named by one compatible spec object,
+    only when some are left over), then as new content only (an empty map)."""
+    ways: list[dict[int, dict]] = []
     if kept and len(spec_objs) > len(kept):
-        taken: set[int] = set()
+        order = sorted(range(len(spec_objs)), key=lambda i: "row" not in spec_objs[i])
+        named: dict[int, dict] = {}
         for o in kept:  # greedy: positioned descriptions first, so "a circle in the top left" names that circle
-            order = sorted(range(len(spec_objs)), key=lambda i: "row" not in spec_objs[i])
-            hit = next((i for i in order if i not in taken and _compatible(spec_objs[i], o)), None)
+            hit = next((i for i in order if i not in named and _compatible(spec_objs[i], o)), None)
             if hit is None:
                 break
-            taken.add(hit)
+            named[hit] = o
         else:
-            ways.append([i for i in range(len(spec_objs)) if i not in taken])
-    ways.append(list(range(len(spec_objs))))
+            ways.append(named)
+    ways.append({})
     return ways
 
 
@@ -351,23 +352,18 @@ def plan_fill(objects: list[dict], prompt: str, coverage: dict[tuple[int, int], 
             raise InstructionError("nothing is repainted, so there is no room for new objects")
         open_cells = [best[0]]
     source = sorted((_full(o) for o in objects), key=lambda o: (o["row"], o["col"]))
-    kept = [o for o in source if (o["row"], o["col"]) not in set(open_cells)]
-    for new_idx in _interpretations(want, kept):
+    kept = [o for o in source if (o["row"], o["col"]) not in open_cells]
+    for kept_of in _interpretations(want, kept):
+        new_idx = [i for i in range(len(want)) if i not in kept_of]
         if len(new_idx) > len(open_cells):
             continue
-        named = {i for i in range(len(want)) if i not in new_idx}  # spec objects that describe kept ones
-        # relation checks need every spec object placed: kept ones by their compatible kept object
-        kept_of: dict[int, dict] = {}
-        pool = list(kept)
-        for i in sorted(named, key=lambda i: "row" not in want[i]):
-            j = next(k for k, o in enumerate(pool) if _compatible(want[i], o))
-            kept_of[i] = pool.pop(j)
+        # relation checks need every spec object placed: the ones naming kept objects where those objects are
         for cells in permutations(open_cells, len(new_idx)):
             pos = {i: c for i, c in zip(new_idx, cells)}
             if any("row" in want[i] and (want[i]["row"], want[i]["col"]) in open_cells
                    and (want[i]["row"], want[i]["col"]) != pos[i] for i in new_idx):
                 continue
-            where = {i: (kept_of[i]["row"], kept_of[i]["col"]) for i in kept_of} | pos
+            where = {i: (o["row"], o["col"]) for i, o in kept_of.items()} | pos
             if all(relation_holds({"row": where[a][0], "col": where[a][1]}, rel,
                                   {"row": where[b][0], "col": where[b][1]}) for a, rel, b in spec["relations"]):
                 break
