@@ -83,6 +83,12 @@ def _resize_area(hole: np.ndarray, size: int) -> torch.Tensor:
     return F.adaptive_max_pool2d(t, size)[0, 0] > 0
 
 
+def _token_hole(pipe: TextToImagePipeline, tokens: torch.Tensor) -> torch.Tensor:
+    """(h·patch, w·patch) bool: the pixels of the tokens marked True in ``tokens`` (h, w)."""
+    patch = pipe.vq.config.image_size // pipe.generator.config.grid
+    return tokens.repeat_interleave(patch, 0).repeat_interleave(patch, 1)
+
+
 def repaint_area(image: Image.Image, mask: Image.Image | None, alpha_only: bool = False) -> np.ndarray:
     """(S, S) bool over the square-cropped picture: True where to repaint.
 
@@ -183,14 +189,14 @@ def resample_tokens(pipe: TextToImagePipeline, init: torch.Tensor, keep: torch.T
 def _finish(pipe: TextToImagePipeline, tokens: torch.Tensor, rows: list[str], repaint: torch.Tensor, t0: float,
             t1: float, info: dict | None = None, source: Image.Image | None = None, hole: torch.Tensor | None = None,
             offset: tuple[int, int] = (0, 0)) -> EditOutput:
-    """Decode; with ``source``, keep its pixels outside ``hole`` (:func:`keep_source_pixels`)."""
+    """Decode; with ``source``, keep its pixels outside ``hole`` (default: the repainted tokens' pixels) as
+    :func:`keep_source_pixels` does."""
     t2 = time.perf_counter()
     with torch.inference_mode():
         images = tokens_to_images(pipe.vq, tokens)
     if source is not None:
-        if hole is None:  # the repainted tokens, at pixel resolution
-            patch = pipe.vq.config.image_size // pipe.generator.config.grid
-            hole = repaint[0].repeat_interleave(patch, 0).repeat_interleave(patch, 1)
+        if hole is None:
+            hole = _token_hole(pipe, repaint[0])
         images = keep_source_pixels(images, source, hole, pipe.vq.config.image_size, offset)
     t3 = time.perf_counter()
     timings = {"encode_ms": (t1 - t0) * 1e3, "sample_ms": (t2 - t1) * 1e3, "decode_ms": (t3 - t2) * 1e3}
@@ -227,10 +233,7 @@ def inpaint(pipe: TextToImagePipeline, image: Image.Image, prompt: str, mask: Im
     ``keep_pixels``: outside the mask the output shows the input's own pixels (:func:`keep_source_pixels`); the
     returned tokens are the sampler's either way."""
     t0 = time.perf_counter()
-    guided = _check_guided(pipe, guided)
-    if candidates is None:
-        candidates = GUIDED_CANDIDATES if guided else 1
-    check_number(candidates, "candidates", 1, 16, integer=True)
+    guided, candidates = _guided_settings(pipe, guided, candidates)
     b = num_images * candidates
     rows, negatives = _prompts(prompt, negative_prompt, b)
     steps, scale = _settings(pipe, b, num_inference_steps, guidance_scale)
@@ -287,16 +290,21 @@ def _pick(pipe: TextToImagePipeline, tokens: torch.Tensor, specs: list[dict | No
     return picks
 
 
-def _check_guided(pipe: TextToImagePipeline, guided: bool | None) -> bool:
+def _guided_settings(pipe: TextToImagePipeline, guided: bool | None, candidates: int | None) -> tuple[bool, int]:
+    """(guided, candidates) with the defaults filled in: guided when the model declares the shapes scene grammar,
+    :data:`GUIDED_CANDIDATES` samples per output when guided and 1 otherwise."""
     grammar = pipe.defaults.get("scene_grammar")
     if guided is None:
-        return grammar == "shapes"
-    if not isinstance(guided, bool):
+        guided = grammar == "shapes"
+    elif not isinstance(guided, bool):
         raise ValueError(f"guided={guided!r} must be True, False or None (auto)")
-    if guided and grammar != "shapes":
+    elif guided and grammar != "shapes":
         raise ValueError(f"guided=True needs a model whose pictures follow the shapes scene grammar "
                          f"(model_index.json defaults.scene_grammar = 'shapes'); this one has {grammar!r}")
-    return guided
+    if candidates is None:
+        candidates = GUIDED_CANDIDATES if guided else 1
+    check_number(candidates, "candidates", 1, 16, integer=True)
+    return guided, candidates
 
 
 def cell_coverage(open_tokens: torch.Tensor, cells_per_side: int = 3) -> dict[tuple[int, int], float]:
@@ -328,7 +336,7 @@ def _guide(pipe: TextToImagePipeline, init: torch.Tensor, keep: torch.Tensor, ro
             except (SpecError, InstructionError) as e:
                 return init, keep, rows, {"guided": False, "reason": str(e), "source_objects": scenes[k]}
             target, changed, spec = plan.target, plan.changed_cells, plan.spec
-            new_specs.append({"objects": [o for o in spec["objects"] if (o["row"], o["col"]) in set(changed)],
+            new_specs.append({"objects": [o for o in spec["objects"] if (o["row"], o["col"]) in plan.changed_cells],
                               "relations": [], "exact": False})
         blank_only, decode = _blank_cells(open_tokens, target, g)
         init[k] = torch.where(blank_only.reshape(-1).to(init.device), blank_tokens(pipe).reshape(-1).to(init.device),
@@ -395,10 +403,7 @@ def outpaint(pipe: TextToImagePipeline, image: Image.Image, prompt: str, left: i
     ``extend=False`` the picture keeps its size and its content shifts away from the new strip (one side per axis).
     """
     t0 = time.perf_counter()
-    guided = _check_guided(pipe, guided)
-    if candidates is None:
-        candidates = GUIDED_CANDIDATES if guided else 1
-    check_number(candidates, "candidates", 1, 16, integer=True)
+    guided, candidates = _guided_settings(pipe, guided, candidates)
     b = num_images * candidates  # until the first window is drawn
     rows, negatives = _prompts(prompt, negative_prompt, b)
     steps, scale = _settings(pipe, b, num_inference_steps, guidance_scale)
@@ -554,14 +559,11 @@ def instruct(pipe: TextToImagePipeline, image: Image.Image, instruction: str, nu
     else:
         tokens = init.expand(b, -1).clone()
     tokens = tokens.view(b, g, g)
+    keep_px = {"source": image, "hole": _token_hole(pipe, repaint)} if keep_pixels else {}
     if candidates > 1:
-        hole = repaint.repeat_interleave(pipe.vq.config.image_size // g, 0).repeat_interleave(
-            pipe.vq.config.image_size // g, 1)
-        keep_px = {"source": image, "hole": hole} if keep_pixels else None
         tokens = tokens[_pick(pipe, tokens, [plan.spec] * b, num_images, candidates, keep_px)]
         info["candidates"] = candidates
-    return _finish(pipe, tokens, [prompt] * num_images, repaint.expand(num_images, g, g), t0, t1, info,
-                   source=image if keep_pixels else None)
+    return _finish(pipe, tokens, [prompt] * num_images, repaint.expand(num_images, g, g), t0, t1, info, **keep_px)
 
 
 def edit_prompt(target: list[dict], changed: list[tuple[int, int]]) -> str:
@@ -652,5 +654,6 @@ def vary_image(pipe: TextToImagePipeline, image: Image.Image, num_images: int = 
 
 
 __all__ = ["EditOutput", "MODES", "edit", "inpaint", "outpaint", "variation", "instruct", "read_source_scene",
-           "repaint_grid", "repaint_area", "keep_source_pixels", "cell_coverage", "candidate_generators", "cell_tokens", "encode_images", "image_to_tensor", "prepare_image", "resample_tokens",
-           "is_clean_render", "blank_tokens", "edit_prompt", "edit_image", "vary_image", "parse_sides"]
+           "repaint_grid", "repaint_area", "keep_source_pixels", "cell_coverage", "candidate_generators",
+           "cell_tokens", "encode_images", "image_to_tensor", "prepare_image", "resample_tokens", "is_clean_render",
+           "blank_tokens", "edit_prompt", "edit_image", "vary_image", "parse_sides"]
