@@ -108,7 +108,6 @@ def main() -> None:
                                     "faithful": faithful / a.n, "ms_per_image": ms, "examples": texts[:5]}
     if a.generated:  # the generator's own pictures: does the captioner say what the geometric reader sees?
         from pixlm.data.geometric import read_scene
-        from pixlm.pipelines.common import tokens_to_images
         from pixlm.pipelines.text_to_image import load_pipeline
 
         gen_pipe = load_pipeline(a.generated_from or a.model)
@@ -118,7 +117,7 @@ def main() -> None:
         for start in range(0, a.generated, 50):
             prompts = [caption(random_scene(grng), grng) for _ in range(min(50, a.generated - start))]
             out = gen_pipe.generate(prompts, seed=BENCH_SEED + start)
-            seen = [read_scene(im) for im in tokens_to_images(gen_pipe.vq, out.tokens)]
+            seen = [read_scene(im) for im in out.images]  # the decoded tokens
             detailed = caption_tokens(cap, out.tokens.flatten(1).long(), detailed=True)
             free = caption_tokens(cap, out.tokens.flatten(1).long())
             for d, f, truth, prompt in zip(detailed, free, seen, prompts):

@@ -38,7 +38,7 @@ from safetensors.torch import load_file, save_file
 from pixlm.checkpoint import CheckpointError
 from pixlm.data.detailed import detailed_caption, parse_detailed, same_scene
 from pixlm.data.shapes import (_PLURAL, _PREFIXES, _SYNONYMS, COLORS, NUMBER_WORDS, POSITIONS, RELATION_WORDS,
-                               SHAPES, SIZES, Scene, caption, random_scene)
+                               SHAPES, SIZES, Scene, caption, random_scene, render)
 from pixlm.models.captioner import (PAD, Captioner, CaptionerConfig, build_vocab, caption_loss, pad_ids,
                                     tokenizer_fingerprint)
 from pixlm.models.vq import VQModel
@@ -127,14 +127,14 @@ def build_extra_pool(cfg: CaptionerTrainConfig, vq: VQModel, run: Path) -> dict[
     Generated: ``cfg.generated`` pictures drawn by ``cfg.generated_from`` (default sampling settings, a fresh seed
     per picture) from the captions of random scenes; each is labelled by the geometric reader's reading of the
     decoded picture, so the captioner learns to say what the generator drew (pictures read as empty or as more
-    than ``MAX_OBJECTS`` objects are left out). Degraded: ``cfg.degraded`` renders passed through :func:`degrade`."""
+    than ``MAX_OBJECTS`` objects are left out). Degraded: ``cfg.degraded`` renders passed through
+    :func:`pixlm.eval.augment.degrade` (the learned judge's degradations), labelled by their scene."""
     if not (cfg.generated or cfg.degraded):
         return None
     cache = run / "extra.safetensors"
     if cache.is_file():
         return load_file(str(cache))
     from pixlm.data.geometric import read_scene
-    from pixlm.pipelines.common import tokens_to_images
     from pixlm.train.common import images_to_tensor
 
     rng = random.Random(cfg.seed + 4242)
@@ -156,18 +156,16 @@ def build_extra_pool(cfg: CaptionerTrainConfig, vq: VQModel, run: Path) -> dict[
             drawn += 32
             prompts = [caption(random_scene(rng), rng) for _ in range(32)]
             out = pipe.generate(prompts, seed=rng.randrange(2**40))
-            grid = out.tokens.flatten(1)
-            for row, im in zip(grid, tokens_to_images(pipe.vq, out.tokens)):
+            for row, im in zip(out.tokens.flatten(1), out.images):  # images: the decoded tokens
                 scene = read_scene(im)
                 if 1 <= len(scene) <= MAX_OBJECTS and made < cfg.generated:  # the pool's scenes have 1-4
                     tokens.append(row.to(torch.int16))
                     tables.append(scenes_to_array([Scene.from_dicts(scene)])[0])
                     made += 1
     if cfg.degraded:
-        scenes = [random_scene(rng) for _ in range(cfg.degraded)]
-        from pixlm.data.shapes import render
-
         from pixlm.eval.augment import degrade
+
+        scenes = [random_scene(rng) for _ in range(cfg.degraded)]
 
         enc = encode_in_batches(vq, lambda i, j: images_to_tensor(np.stack([
             degrade(render(s), np.random.default_rng((cfg.seed, k))) for k, s in enumerate(scenes[i:j], i)
