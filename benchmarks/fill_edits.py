@@ -13,7 +13,9 @@ one object. Right when the 64×64 window at that side holds an object with the a
 its outer column or row (the strip).
 
 Each task runs at a seed of its own (``seed * 1000 + i``). ``--unguided`` runs the plain prompt (``guided=False``)
-for comparison; ``--candidates 1`` shows the generator without the reader's choice among samples. Writes ``fill_edits.json`` (or ``fill_edits-SEED.json``). Not a test: it measures.
+for comparison; ``--candidates 1`` shows the generator without the reader's choice among samples. Writes
+``fill_edits.json`` (or ``fill_edits-SEED.json``, with ``-unguided`` / ``-cN`` for those runs). Not a test: it
+measures.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Image tokenizer: a convolutional autoencoder with finite scalar quantisation (FSQ).
 
-64×64 RGB ↔ a grid of integer tokens: 8×8 with four channel entries (three halvings), 16×16 with three. FSQ (Mentzer et al., 2023) rounds each of a few bounded latent
-channels to a fixed number of levels; the token is the mixed-radix number of those levels. It has no
-codebook to collapse and needs no commitment loss, which keeps training a single reconstruction loss.
+64×64 RGB ↔ a grid of integer tokens: 8×8 with four channel entries (three halvings), 16×16 with three. FSQ
+(Mentzer et al., 2023) rounds each of a few bounded latent channels to a fixed number of levels; the token is the
+mixed-radix number of those levels. It has no codebook to collapse and needs no commitment loss, which keeps
+training a single reconstruction loss.
 """
 
 from __future__ import annotations
@@ -144,4 +145,3 @@ class VQModel(nn.Module, Pretrained):
                 not torch.equal(v, theirs[k].to(v.dtype)) for k, v in mine.items()):
             raise ValueError("the fine-tuned tokenizer's encoder differs from the one the generator was trained on")
         return other
-

@@ -316,7 +316,8 @@ def cell_coverage(open_tokens: torch.Tensor, cells_per_side: int = 3) -> dict[tu
 
 
 def _guide(pipe: TextToImagePipeline, init: torch.Tensor, keep: torch.Tensor, rows: list[str],
-           scenes: list[list[dict]], prompt: str | None, seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor, list[str], dict]:
+           scenes: list[list[dict]], prompt: str | None,
+           seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor, list[str], dict]:
     """Per row: plan the target scene from what is kept of ``scenes[k]`` and what the prompt asks (:func:`plan_fill`;
     ``prompt=None``: nothing new, the open cells stay empty), prompt with the whole target scene, and fix repainted
     tokens that touch only cells left empty to blank canvas. ``init``/``keep`` (B, N) as for :func:`resample_tokens`.

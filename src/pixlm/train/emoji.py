@@ -7,12 +7,12 @@ from the npm packages under ``--node-modules``) in ``WORK/data``; (2) the FSQ to
 (``--stop-after tokenizer`` ends the recipe there; rerun the same command to resume it); (2b) its decoder
 alone, fine-tuned on the same tokens (``WORK/decoder``; it does not change the tokens, so it may run beside the
 generator: ``--stop-after decoder`` in a second process); (3) the masked generator on the training captions
-(``GeneratorTrainConfig.data``); (4) the contrastive text–image scorer used
-by the evaluation (``pixlm.eval.clip_score``, in ``WORK/clip_score/model``); (5) the captioner on the training
-pictures and captions (``CaptionerTrainConfig.data``, in ``WORK/captioner/model``; the held-out splits' loss,
-BLEU-4 and CIDEr are only logged, never trained on); (6) the pipeline, float16, drawing with the fine-tuned decoder, in ``WORK/pipeline`` (``--out``) with the
-captioner as ``captioner/``, and with ``--scorer-out`` a float16 copy of the scorer. Only the ``train`` split is
-ever trained on. Evaluate with ``python benchmarks/emoji.py --model WORK/pipeline --data WORK/data --scorer
+(``GeneratorTrainConfig.data``); (4) the contrastive text–image scorer used by the evaluation
+(``pixlm.eval.clip_score``, in ``WORK/clip_score/model``); (5) the captioner on the training pictures and captions
+(``CaptionerTrainConfig.data``, in ``WORK/captioner/model``; the held-out splits' loss, BLEU-4 and CIDEr are only
+logged, never trained on); (6) the pipeline, float16, drawing with the fine-tuned decoder, in ``WORK/pipeline``
+(``--out``) with the captioner as ``captioner/``, and with ``--scorer-out`` a float16 copy of the scorer. Only the
+``train`` split is ever trained on. Evaluate with ``python benchmarks/emoji.py --model WORK/pipeline --data WORK/data --scorer
 WORK/clip_score/model`` (add ``--captions`` for the captioner). The shipped model and scorer were written by
 ``--out src/pixlm/assets/emoji-masked --scorer-out src/pixlm/assets/emoji-clip``.
 
@@ -25,11 +25,10 @@ round trip per style on the held-out emoji with codebook usage (``--report-token
 
 The generator of the 16×16 tokenizer trains under bf16 autocast on batches of 32 (a 3000-step schedule, then a
 warm restart on a 20,000-step one, run across sessions: ``--generator-phases 3000,20000:8000`` stops a session at
-step 8,000, and ``--export-weights``/``--weights-from`` carry the run to another machine; the
-8×8 model had a 500-step schedule stopped at step 400, then a 2000-step one up to step 1600, at batch 64). The
-defaults of the other stages are the shipped model's run: scorer 200 steps (what a shared 2-core CPU allowed); captioner
-2000 steps with label smoothing 0.1 (7 minutes on one thread; longer schedules only lowered the held-out
-scores). The captioner came after the rest; it was trained with the stage's settings and attached by::
+step 8,000, and ``--export-weights``/``--weights-from`` carry the run to another machine; the 8×8 model had a
+500-step schedule stopped at step 400, then a 2000-step one up to step 1600, at batch 64). The defaults of the
+other stages are the shipped model's run: scorer 200 steps (what a shared 2-core CPU allowed); captioner 2000
+steps with label smoothing 0.1 (7 minutes on one thread; longer schedules only lowered the held-out scores). The captioner came after the rest; it was trained with the stage's settings and attached by::
 
     python -m pixlm.train.captioner --out runs/emoji/captioner --tokenizer runs/emoji/tokenizer/model \
         --data runs/emoji/data/train --eval-data runs/emoji/data/test_variant,runs/emoji/data/test_emoji \
