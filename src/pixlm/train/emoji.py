@@ -12,8 +12,8 @@ generator: ``--stop-after decoder`` in a second process); (3) the masked generat
 (``CaptionerTrainConfig.data``, in ``WORK/captioner/model``; the held-out splits' loss, BLEU-4 and CIDEr are only
 logged, never trained on); (6) the pipeline, float16, drawing with the fine-tuned decoder, in ``WORK/pipeline``
 (``--out``) with the captioner as ``captioner/``, and with ``--scorer-out`` a float16 copy of the scorer. Only the
-``train`` split is ever trained on. Evaluate with ``python benchmarks/emoji.py --model WORK/pipeline --data WORK/data --scorer
-WORK/clip_score/model`` (add ``--captions`` for the captioner). The shipped model and scorer were written by
+``train`` split is ever trained on. Evaluate with ``python benchmarks/emoji.py --model WORK/pipeline --data
+WORK/data --scorer WORK/clip_score/model`` (add ``--captions`` for the captioner). The shipped model and scorer were written by
 ``--out src/pixlm/assets/emoji-masked --scorer-out src/pixlm/assets/emoji-clip``.
 
 The tokenizer of the multi-style world (issue 23) uses a 16×16 token grid (three channel entries: 64, 32 and 16
@@ -28,7 +28,8 @@ warm restart on a 20,000-step one, run across sessions: ``--generator-phases 300
 step 8,000, and ``--export-weights``/``--weights-from`` carry the run to another machine; the 8×8 model had a
 500-step schedule stopped at step 400, then a 2000-step one up to step 1600, at batch 64). The defaults of the
 other stages are the shipped model's run: scorer 200 steps (what a shared 2-core CPU allowed); captioner 2000
-steps with label smoothing 0.1 (7 minutes on one thread; longer schedules only lowered the held-out scores). The captioner came after the rest; it was trained with the stage's settings and attached by::
+steps with label smoothing 0.1 (7 minutes on one thread; longer schedules only lowered the held-out scores). The
+captioner came after the rest; it was trained with the stage's settings and attached by::
 
     python -m pixlm.train.captioner --out runs/emoji/captioner --tokenizer runs/emoji/tokenizer/model \
         --data runs/emoji/data/train --eval-data runs/emoji/data/test_variant,runs/emoji/data/test_emoji \
