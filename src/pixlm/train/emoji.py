@@ -13,8 +13,8 @@ generator: ``--stop-after decoder`` in a second process); (3) the masked generat
 logged, never trained on); (6) the pipeline, float16, drawing with the fine-tuned decoder, in ``WORK/pipeline``
 (``--out``) with the captioner as ``captioner/``, and with ``--scorer-out`` a float16 copy of the scorer. Only the
 ``train`` split is ever trained on. Evaluate with ``python benchmarks/emoji.py --model WORK/pipeline --data
-WORK/data --scorer WORK/clip_score/model`` (add ``--captions`` for the captioner). The shipped model and scorer were written by
-``--out src/pixlm/assets/emoji-masked --scorer-out src/pixlm/assets/emoji-clip``.
+WORK/data --scorer WORK/clip_score/model`` (add ``--captions`` for the captioner). The shipped model and scorer
+were written by ``--out src/pixlm/assets/emoji-masked --scorer-out src/pixlm/assets/emoji-clip``.
 
 The tokenizer of the multi-style world (issue 23) uses a 16×16 token grid (three channel entries: 64, 32 and 16
 px) with FSQ levels (8, 5, 5, 5) = 1000 codes: 256 tokens of 10 bits. The earlier 8×8 grid with 4375 codes (64
