@@ -473,7 +473,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             s["mfu_generator"] = mfu(analytic_gen, s["images_per_s"])
             s["mfu_pipeline"] = mfu(pixlm_flops["total"], s["images_per_s"])
             timed = parts[-reps:]
-            s["median_parts_ms"] = {k: round(statistics.median(p[k] for p in timed), 2) for k in timed[0]}
+            s["median_parts_ms"] = {k: round(statistics.median(p.get(k, 0.0) for p in timed), 2)
+                                    for k in dict.fromkeys(k for p in timed for k in p)}  # expand_ms: rewrites only
             row[f"bs{b}"] = s
         record(f"pixlm {name}", row)
 

@@ -155,7 +155,9 @@ def generate(
     guidance: Annotated[Optional[float], typer.Option(help="Classifier-free guidance scale.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed; same seed, same images.")] = None,
     negative_prompt: Annotated[Optional[str], typer.Option(help="What to steer away from.")] = None,
-    expand: Annotated[bool, typer.Option(help="Rewrite PROMPT with the model's expander first.")] = False,
+    expand: Annotated[Optional[bool], typer.Option("--expand/--no-expand", help="--expand: rewrite PROMPT with the "
+                      "model's expander first; --no-expand: use PROMPT word for word. Default: a model with a scene "
+                      "grammar (shapes) reads free wording into its caption grammar.")] = None,
     rerank: Annotated[int, typer.Option(min=1, max=16, help="Draw N candidates per image and keep the one that "
                                         "best matches the prompt (geometric reading + detailed caption).")] = 1,
     reference: Annotated[bool, typer.Option(help="Plain float32 inference (bit-exact comparisons) instead of the "
@@ -180,7 +182,7 @@ def generate(
         else:
             result = pipe.generate(prompt, num_images_per_prompt=num_images, num_inference_steps=steps,
                                    guidance_scale=guidance, negative_prompt=negative_prompt, seed=seed, expand=expand)
-    if expand:
+    if result.revised_prompts and result.revised_prompts[0] != prompt:
         typer.echo(f"revised prompt: {result.revised_prompts[0]}", err=True)
     out.mkdir(parents=True, exist_ok=True)
     stem = "".join(c if c.isalnum() else "_" for c in prompt.lower())[:40].strip("_") or "image"

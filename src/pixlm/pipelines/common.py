@@ -36,7 +36,7 @@ class PipelineOutput:
     prompts: list[str]  # the prompt each image was generated from (after expansion, if any)
     tokens: torch.Tensor  # (N, h, w) image tokens
     timings_ms: dict[str, float] = field(default_factory=dict)
-    revised_prompts: list[str] = field(default_factory=list)  # one per input prompt when expanded, else empty
+    revised_prompts: list[str] = field(default_factory=list)  # ``prompts`` when any prompt was rewritten, else []
 
 
 def bundled_model_path(name: str = BUNDLED) -> Path:

@@ -1,6 +1,6 @@
 """Best-of-N generation: draw N candidates per prompt, judge each against the prompt, keep the best.
 
-The prompt is parsed into a spec (:func:`pixlm.data.specs.parse_prompt`); a candidate is judged by the geometric
+The prompt is read into a spec (:func:`pixlm.data.free_wording.parse_free_prompt`); a candidate is judged by the geometric
 reader (:func:`pixlm.data.geometric.read_scene`) and, when the model has a captioner, by its detailed caption
 parsed back into objects. The score counts full matches first, partial matches second::
 
@@ -22,7 +22,8 @@ from PIL import Image
 
 from pixlm.data.detailed import parse_detailed
 from pixlm.data.shapes import relation_holds, satisfies
-from pixlm.data.specs import SpecError, parse_prompt
+from pixlm.data.free_wording import parse_free_prompt
+from pixlm.data.specs import SpecError
 from pixlm.pipelines.common import PipelineOutput, check_number, check_prompts
 
 if TYPE_CHECKING:
@@ -75,7 +76,8 @@ def generate_reranked(pipe: TextToImagePipeline, prompt: str | list[str], candid
                       **generate_options) -> RerankOutput:
     """Like ``pipe.generate`` but each image is the best of ``candidates`` samples judged against its prompt.
 
-    Every prompt must be in the shapes-world grammar (``parse_prompt``), or a ``SpecError`` names it. The
+    Every prompt must be readable in the shapes-world grammar (``parse_free_prompt``: canonical captions and free
+    wording such as "draw me a big azure box"), or a ``SpecError`` names it. The
     captioner joins the judging when the model has one and ``use_captioner``. All candidates are drawn in one
     batch, so N candidates cost about N images of sampling plus the judging.
     """
@@ -84,7 +86,7 @@ def generate_reranked(pipe: TextToImagePipeline, prompt: str | list[str], candid
     specs = []
     for p in prompts:
         try:
-            specs.append(parse_prompt(p))
+            specs.append(parse_free_prompt(p))
         except SpecError as e:
             raise SpecError(f"rerank judges a picture against its prompt, so the prompt must be in the shapes "
                             f"grammar: {e}") from None

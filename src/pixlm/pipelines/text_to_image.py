@@ -10,6 +10,7 @@ A model folder holds ``model_index.json`` plus one subfolder per component, each
 from __future__ import annotations
 
 import os
+import random
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -142,21 +143,18 @@ class TextToImagePipeline:
                  num_inference_steps: int | None = None, guidance_scale: float | None = None,
                  negative_prompt: str | list[str] | None = None, seed: int | list[int] | None = None,
                  callback: PreviewCallback | None = None, temperature: float | None = None,
-                 expand: "bool | Expander" = False) -> PipelineOutput:
+                 expand: "bool | Expander | None" = None) -> PipelineOutput:
         """Like ``__call__`` but returns tokens and timings too.
 
         Images come prompt by prompt, ``num_images_per_prompt`` each. ``seed=s`` gives image ``i`` the picture that
         a one-image call with seed ``s + i`` draws; a list gives one seed per image.
 
-        ``expand`` rewrites each prompt first: True uses the model folder's ``expander/``, or pass an
-        ``Expander``; the rewrites are returned in ``revised_prompts``.
+        ``expand`` rewrites the prompts first (see :meth:`read_prompts`): None (the default) reads freely worded
+        prompts into the caption grammar for models whose pictures have one (``defaults.scene_grammar``), True
+        uses the model folder's ``expander/`` for every prompt, an ``Expander`` that one, False nothing. The prompt
+        each image was drawn from is in ``prompts``; when any was rewritten, ``revised_prompts`` has them too.
         """
         prompts = check_prompts(prompt)
-        revised: list[str] = []
-        t_expand = time.perf_counter()
-        if expand is not False:
-            prompts = revised = self.get_expander(expand).expand_batch(prompts)
-        expand_ms = (time.perf_counter() - t_expand) * 1e3
         steps, scale = self.sampling_settings(num_images_per_prompt, num_inference_steps, guidance_scale)
         temp = self.defaults["temperature"] if temperature is None else temperature
         check_number(temp, "temperature", 0.0, 10.0, integer=False)
@@ -168,7 +166,10 @@ class TextToImagePipeline:
             if len(negatives) != len(prompts):
                 raise ValueError(f"got {len(negatives)} negative prompts for {len(prompts)} prompts")
         rows = [p for p in prompts for _ in range(num_images_per_prompt)]
-        gens, _ = make_generators(seed, len(rows), self.device)
+        gens, seeds = make_generators(seed, len(rows), self.device)
+        t_expand = time.perf_counter()
+        rows, revised = self.read_prompts(rows, seeds, expand)
+        expand_ms = (time.perf_counter() - t_expand) * 1e3
         t0 = time.perf_counter()
         with torch.inference_mode():
             neg_rows = [n for n in negatives for _ in range(num_images_per_prompt)] if negatives else None
@@ -187,9 +188,43 @@ class TextToImagePipeline:
             images = tokens_to_images(self.vq, tokens)
         t3 = time.perf_counter()
         timings = {"text_ms": (t1 - t0) * 1e3, "sample_ms": (t2 - t1) * 1e3, "decode_ms": (t3 - t2) * 1e3}
-        if expand is not False:
+        if revised or expand:
             timings["expand_ms"] = expand_ms
         return PipelineOutput(images, rows, tokens, timings, revised)
+
+    def read_prompts(self, rows: list[str], seeds: list[int], expand: "bool | Expander | None" = None,
+                     ) -> tuple[list[str], list[str]]:
+        """The prompt each image is drawn from, and the same list when any prompt was rewritten (else ``[]``).
+
+        ``expand=None``: on a model whose ``defaults.scene_grammar`` is ``"shapes"``, each prompt is read by
+        ``pixlm.data.free_wording.canonical_prompt`` ("Draw me a big azure box!" → "a large blue square", the
+        wording the generator was trained on); a shape the prompt leaves open ("a red thing") is drawn from the
+        image's seed, so image ``i`` of seed ``s`` stays the picture of a one-image call with seed ``s + i``.
+        Prompts the reader cannot read stay as given (``expand=True`` sends them to the expander). Other models keep
+        their prompts. ``expand=True`` or an ``Expander`` rewrites every prompt with that expander;
+        False keeps them all."""
+        if expand is False:
+            return rows, []
+        if expand is None:
+            if self.defaults.get("scene_grammar") != "shapes":
+                return rows, []
+            from pixlm.data.free_wording import canonical_prompt
+            from pixlm.data.specs import SpecError
+
+            out = list(rows)
+            for i, (p, s) in enumerate(zip(rows, seeds)):
+                try:
+                    out[i] = canonical_prompt(p, random.Random(s))
+                except SpecError:
+                    pass  # outside the grammar: the text encoder reads it as given
+            return out, (out if out != rows else [])
+        expanded = self._expand_unique(rows, expand)
+        out = [expanded[p] for p in rows]
+        return out, out
+
+    def _expand_unique(self, prompts: list[str], expand: "bool | Expander") -> dict[str, str]:
+        unique = list(dict.fromkeys(prompts))
+        return dict(zip(unique, self.get_expander(expand).expand_batch(unique)))
 
     def get_expander(self, expand: "bool | Expander" = True) -> "Expander":
         """The expander ``generate(expand=...)`` uses: the one passed, or this model's (loaded on first use)."""
