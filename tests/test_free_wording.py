@@ -120,3 +120,24 @@ def test_rerank_takes_free_wording() -> None:
     assert out.prompts == ["a red circle"] and len(out.images) == 1
     with pytest.raises(SpecError, match="rerank"):
         generate_reranked(pipe, "a photo of a cat", candidates=2, seed=0)
+
+
+def test_layout_gives_every_object_a_cell_within_the_prompts_positions_and_relations() -> None:
+    from pixlm.data.shapes import relation_holds
+
+    assert canonical_prompt("Draw me a big azure box!", random.Random(0), layout=True) == "a large blue square"
+    for prompt in ["two red circles above a blue square", "a circle and a square", "four purple squares",
+                   "a red dot in the top left and two blue boxes", "a triangle to the right of a pink diamond"]:
+        want = parse_free_prompt(prompt)
+        cells = set()
+        for seed in range(8):
+            text = canonical_prompt(prompt, random.Random(seed), layout=True)
+            got = parse_prompt(text)
+            assert len(got["objects"]) == len(want["objects"]) and got["relations"] == []
+            placed = [(o["row"], o["col"]) for o in got["objects"]]
+            assert len(set(placed)) == len(placed), text  # a cell each
+            for w, o in zip(want["objects"], got["objects"]):
+                assert all(o[k] == v for k, v in w.items()), (w, o)  # named attributes and cells kept
+            assert all(relation_holds(got["objects"][i], rel, got["objects"][j]) for i, rel, j in want["relations"])
+            cells.add(tuple(placed))
+        assert len(cells) > 1  # the layout varies with the seed

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pixlm.data import loose, phrasing
-from pixlm.data.loose import Group, Part, canonical
+from pixlm.data.loose import Group, Part, canonical, intended_specs
 from pixlm.data.shapes import SHAPES
 from pixlm.data.specs import Spec, SpecError
 
@@ -364,15 +364,31 @@ def parse_free_prompt(text: str) -> Spec:
     return {"objects": objects, "relations": relations, "exact": True}
 
 
-def canonical_prompt(text: str, rng: random.Random | None = None) -> str:
+def canonical_prompt(text: str, rng: random.Random | None = None, layout: bool = False) -> str:
     """A freely worded prompt rewritten in the caption grammar the generator was trained on ("Draw me a big azure
     box!" → "a large blue square"). A shape the prompt leaves open ("a red thing") is drawn from ``rng`` (default:
-    the first shape). SpecError when the prompt cannot be read."""
+    the first shape). SpecError when the prompt cannot be read.
+
+    ``layout=True`` also plans where each object of a scene of two or more goes, as a language model grounding a picture would (a layout
+    first, then the picture): every object gets a grid cell of its own, drawn from ``rng`` among the placements
+    that keep the prompt's positions and relations, and the caption names each object with its cell ("two red
+    circles above a blue square" → "a red circle in the top left, a red circle at the top and a blue square in the
+    bottom right"). The generator draws single objects in a named cell far more reliably than counts and
+    relations (see README, "Reading prompts")."""
+    rng = rng or random.Random(0)
     objs, rels = read_free_prompt(text)
-    groups = [Group(shape=o.shape or (rng.choice(SHAPES) if rng is not None else SHAPES[0]), count=o.count or 1,
-                    color=o.color, size=o.size, cell=o.cell) for o in objs]
+    groups = [Group(shape=o.shape or rng.choice(SHAPES), count=o.count or 1, color=o.color, size=o.size,
+                    cell=o.cell) for o in objs]
     partner = {a: (rel, b) for a, rel, b in rels}
     right = {b for _, _, b in rels}
-    parts = [Part(g, partner[i][0], groups[partner[i][1]]) if i in partner else Part(g)
-             for i, g in enumerate(groups) if i not in right]
-    return canonical(tuple(parts))
+    intent = tuple(Part(g, partner[i][0], groups[partner[i][1]]) if i in partner else Part(g)
+                   for i, g in enumerate(groups) if i not in right)
+    if not layout or sum(g.count for g in groups) < 2:  # one object: nothing to lay out
+        return canonical(intent)
+    try:
+        scene = phrasing.scene_for(intent, rng, tries=500)
+    except ValueError:  # no placement keeps every relation: say it without one
+        return canonical(intent)
+    want = intended_specs(intent)[0]["objects"]  # scene_for's objects come in this order
+    return canonical(tuple(Part(Group(shape=w["shape"], color=w.get("color"), size=w.get("size"), cell=(o.row, o.col)))
+                           for w, o in zip(want, scene.objects)))

@@ -199,7 +199,10 @@ class TextToImagePipeline:
         ``expand=None``: on a model whose ``defaults.scene_grammar`` is ``"shapes"``, each prompt is read by
         ``pixlm.data.free_wording.canonical_prompt`` ("Draw me a big azure box!" → "a large blue square", the
         wording the generator was trained on); a shape the prompt leaves open ("a red thing") is drawn from the
-        image's seed, so image ``i`` of seed ``s`` stays the picture of a one-image call with seed ``s + i``.
+        image's seed, so image ``i`` of seed ``s`` stays the picture of a one-image call with seed ``s + i``. Unless
+        ``defaults.plan_layout`` is false, the rewrite also gives every object a cell of its own, drawn from the same
+        seed within the prompt's positions and relations ("a circle and a square" → "a circle on the left and a
+        square in the bottom right"), so counts and relations are drawn as single objects in named cells.
         Prompts the reader cannot read stay as given (``expand=True`` sends them to the expander). Other models keep
         their prompts. ``expand=True`` or an ``Expander`` rewrites every prompt with that expander;
         False keeps them all."""
@@ -214,7 +217,7 @@ class TextToImagePipeline:
             out = list(rows)
             for i, (p, s) in enumerate(zip(rows, seeds)):
                 try:
-                    out[i] = canonical_prompt(p, random.Random(s))
+                    out[i] = canonical_prompt(p, random.Random(s), layout=self.defaults.get("plan_layout", True))
                 except SpecError:
                     pass  # outside the grammar: the text encoder reads it as given
             return out, (out if out != rows else [])

@@ -87,9 +87,10 @@ def _generator(work: Path, tokenizer: Path, phases: list[tuple[int, int]], pool:
 # re-masking doubted tokens with margin 6 (89.6% there against 81.4% without; with the rule's first, constant margin,
 # guidance 2 and 2.5 tied at 88.8 / 88.6%): benchmarks/results/tune_sampling_revise.json.
 # ``scene_grammar``: the pictures are shapes-world scenes, so edits may read them and prompts may name only what
-# is new (``pixlm.pipelines.editing.inpaint``'s ``guided``).
+# is new (``pixlm.pipelines.editing.inpaint``'s ``guided``), and free wording is read into the caption grammar
+# (``TextToImagePipeline.read_prompts``); ``plan_layout``: that reading also gives each object a cell of its own.
 SAMPLING_DEFAULTS = {"num_inference_steps": 8, "guidance_scale": 2.5, "temperature": 0.5, "choice_temperature": 0.5,
-                     "revise_margin": 6.0, "scene_grammar": "shapes"}
+                     "revise_margin": 6.0, "scene_grammar": "shapes", "plan_layout": True}
 
 
 def assemble(generator_pipeline: Path, decoder: Path, out: Path) -> Path:
