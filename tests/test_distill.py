@@ -157,3 +157,22 @@ def test_device_script_stands_in_for_a_missing_minilm_package(tmp_path: Path, mo
     assert "random weights" in what
     states, mask = TextEncoder(TextEncoderConfig(type="minilm")).encode(["a red circle"])
     assert states.shape[-1] == 384 and mask.sum() > 2  # MiniLM's width and its tokenizer's word pieces
+
+
+def test_a_scene_grammar_students_rollouts_are_read_and_laid_out(tmp_path: Path) -> None:
+    from pixlm.data.specs import parse_prompt
+    from pixlm.train.distill import student_defaults
+
+    assert student_defaults({"scene_grammar": "shapes"}, 2)["plan_layout"] == "all"
+    assert "plan_layout" not in student_defaults(TEACHER_DEFAULTS, 2)
+    pipe = tiny_pipeline(seed=1)
+    pipe.defaults.update(TEACHER_DEFAULTS, scene_grammar="shapes")
+    teacher = pipe.save_pretrained(tmp_path / "teacher")
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("Draw me a big azure box!\na circle and a square\n", encoding="utf-8")
+    distill(replace(_cfg(teacher, tmp_path / "r"), steps=1, rollouts=2, prompts=str(prompts)))
+    for i in range(2):
+        with safe_open(str(tmp_path / "r" / "rollouts" / f"chunk-{i:05d}.safetensors"), "pt") as f:
+            (prompt,) = json.loads(f.metadata()["prompts"])
+        objects = parse_prompt(prompt)["objects"]  # the caption grammar, every object in a cell of its own
+        assert all("row" in o for o in objects) and len(objects) == i + 1, prompt

@@ -364,17 +364,20 @@ def parse_free_prompt(text: str) -> Spec:
     return {"objects": objects, "relations": relations, "exact": True}
 
 
-def canonical_prompt(text: str, rng: random.Random | None = None, layout: bool = False) -> str:
+def canonical_prompt(text: str, rng: random.Random | None = None, layout: bool | str = False) -> str:
     """A freely worded prompt rewritten in the caption grammar the generator was trained on ("Draw me a big azure
     box!" → "a large blue square"). A shape the prompt leaves open ("a red thing") is drawn from ``rng`` (default:
     the first shape). SpecError when the prompt cannot be read.
 
-    ``layout=True`` also plans where each object of a scene of two or more goes, as a language model grounding a picture would (a layout
-    first, then the picture): every object gets a grid cell of its own, drawn from ``rng`` among the placements
-    that keep the prompt's positions and relations, and the caption names each object with its cell ("two red
-    circles above a blue square" → "a red circle in the top left, a red circle at the top and a blue square in the
-    bottom right"). The generator draws single objects in a named cell far more reliably than counts and
-    relations (see README, "Reading prompts")."""
+    ``layout=True`` also plans where each object of a scene of two or more goes, as a language model grounding a
+    picture would (a layout first, then the picture): every object gets a grid cell of its own, drawn from ``rng``
+    among the placements that keep the prompt's positions and relations, and the caption names each object with its
+    cell ("two red circles above a blue square" → "a red circle in the top left, a red circle at the top and a blue
+    square in the bottom right"). The generator draws single objects in a named cell far more reliably than counts
+    and relations (README, "Reading prompts"). ``layout="all"`` places a lone object too (for few-step students,
+    which cannot settle an open position in one step: ``pixlm.train.distill``)."""
+    if layout not in (False, True, "all"):
+        raise ValueError(f"layout={layout!r} must be False, True or 'all'")
     rng = rng or random.Random(0)
     objs, rels = read_free_prompt(text)
     groups = [Group(shape=o.shape or rng.choice(SHAPES), count=o.count or 1, color=o.color, size=o.size,
@@ -383,7 +386,7 @@ def canonical_prompt(text: str, rng: random.Random | None = None, layout: bool =
     right = {b for _, _, b in rels}
     intent = tuple(Part(g, partner[i][0], groups[partner[i][1]]) if i in partner else Part(g)
                    for i, g in enumerate(groups) if i not in right)
-    if not layout or sum(g.count for g in groups) < 2:  # one object: nothing to lay out
+    if not layout or (layout is True and sum(g.count for g in groups) < 2):  # one object: nothing to lay out
         return canonical(intent)
     try:
         scene = phrasing.scene_for(intent, rng, tries=500)

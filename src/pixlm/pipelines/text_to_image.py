@@ -200,12 +200,12 @@ class TextToImagePipeline:
         ``pixlm.data.free_wording.canonical_prompt`` ("Draw me a big azure box!" → "a large blue square", the
         wording the generator was trained on); a shape the prompt leaves open ("a red thing") is drawn from the
         image's seed, so image ``i`` of seed ``s`` stays the picture of a one-image call with seed ``s + i``. Unless
-        ``defaults.plan_layout`` is false, the rewrite also gives every object a cell of its own, drawn from the same
-        seed within the prompt's positions and relations ("a circle and a square" → "a circle on the left and a
-        square in the bottom right"), so counts and relations are drawn as single objects in named cells.
-        Prompts the reader cannot read stay as given (``expand=True`` sends them to the expander). Other models keep
-        their prompts. ``expand=True`` or an ``Expander`` rewrites every prompt with that expander;
-        False keeps them all."""
+        ``defaults.plan_layout`` is false, the rewrite also gives every object of a scene of two or more (``"all"``:
+        a lone object too) a cell of its own, drawn from the same seed within the prompt's positions and relations
+        ("a circle and a square" → "a circle on the left and a square in the bottom right"), so counts and
+        relations are drawn as single objects in named cells. Prompts the reader cannot read stay as given
+        (``expand=True`` sends them to the expander). Other models keep their prompts. ``expand=True`` or an
+        ``Expander`` rewrites every prompt with that expander; False keeps them all."""
         if expand is False:
             return rows, []
         if expand is None:

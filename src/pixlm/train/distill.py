@@ -167,6 +167,7 @@ def build_rollouts(cfg: DistillConfig, teacher: TextToImagePipeline, run: Path) 
     folder = run / "rollouts"
     folder.mkdir(parents=True, exist_ok=True)
     pool: dict[str, torch.Tensor] | None = None
+    reader = student_pipeline(teacher, teacher.generator, cfg.steps_student)
     starts = range(0, cfg.rollouts, cfg.rollout_batch)
     for c, start in enumerate(tqdm(starts, desc="teacher rollouts")):
         path = folder / f"chunk-{c:05d}.safetensors"
@@ -174,7 +175,9 @@ def build_rollouts(cfg: DistillConfig, teacher: TextToImagePipeline, run: Path) 
         if not path.is_file():
             prompts = [file_prompts[i % len(file_prompts)] if file_prompts else shapes_prompt(cfg.seed, i)
                        for i in idx]
-            tokens = teacher_rollouts(teacher, prompts, [cfg.seed * 1_000_003 + i for i in idx])
+            seeds = [cfg.seed * 1_000_003 + i for i in idx]
+            prompts = reader.read_prompts(prompts, seeds)[0]  # as the student will read them (and lay them out)
+            tokens = teacher_rollouts(teacher, prompts, seeds)
             chunk = {"tokens": tokens.to(torch.int16), **_encode_texts(teacher.text_encoder, prompts, None)}
             save_tensors_atomic(chunk, path, {"prompts": json.dumps(prompts)})
         chunk = load_file(str(path))
@@ -200,8 +203,13 @@ def student_states(trajectories: torch.Tensor, k: int, mask_id: int) -> tuple[to
 
 
 def student_defaults(teacher_defaults: dict, k: int) -> dict:
-    """The teacher's sampling defaults for a k-step student with guidance built in."""
-    return {**teacher_defaults, "num_inference_steps": k, "guidance_scale": 1.0, "distilled_steps": k}
+    """The teacher's sampling defaults for a k-step student with guidance built in. A student of a model with a
+    scene grammar lays out every scene, a lone object included (``plan_layout="all"``): a one- or two-step sampler
+    cannot settle a position the prompt leaves open (see the module docstring), so the prompt reader settles it."""
+    out = {**teacher_defaults, "num_inference_steps": k, "guidance_scale": 1.0, "distilled_steps": k}
+    if teacher_defaults.get("scene_grammar") == "shapes":
+        out["plan_layout"] = "all"
+    return out
 
 
 def student_pipeline(teacher: TextToImagePipeline, student: MaskedTransformer, k: int) -> TextToImagePipeline:
