@@ -122,3 +122,19 @@ def test_caption_tab_explains_that_there_is_no_captioner_yet(page, tmp_path: Pat
     page.click("#caption-submit")
     wait_for(page, "document.getElementById('caption-error').textContent.length > 0")
     assert "no captioner" in page.inner_text("#caption-error")
+
+
+def test_generated_pictures_are_labelled_with_what_the_model_read(page) -> None:
+    pipe = tiny_pipeline()
+    pipe.defaults["scene_grammar"] = "shapes"  # reads free wording and lays scenes out
+    with serve_in_thread(build_app(pipe)) as base:
+        pg = page.context.browser.new_page()  # the module's browser, a second server
+        pg.goto(base + "/")
+        pg.fill("#prompt", "Draw me a big azure box!")
+        pg.fill("#n", "2")
+        pg.fill("#steps", "2")
+        pg.click("#generate")
+        pg.wait_for_selector("#results figure img", timeout=20_000)
+        labels = [t.strip() for t in pg.locator("#results figcaption span").all_inner_texts()]
+        pg.close()
+    assert labels == ["#1: a large blue square", "#2: a large blue square"]

@@ -254,8 +254,8 @@ def read_free_prompt(text: str) -> tuple[list[_Obj], list[tuple[int, str, int]]]
             last_sep = slots[j - 1][1]
         if kind in ("count", "size", "color"):
             key = kind
-            if key in pending and pending[key] != value:  # "a red, a blue square": the first one is dropped
-                flush_back()
+            if key in pending and pending[key] != value:  # a second colour before one noun: the first one
+                flush_back()  # belonged to the noun before ("a circle, red, blue square")
             pending[key] = value
             if kind != "count" and nxt not in ("size", "color", "noun", "shape"):
                 flush_back()  # "a box, blue and tiny": said after the noun

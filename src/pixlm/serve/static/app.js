@@ -51,7 +51,9 @@ function showImages(container, data, stem) {
   container.replaceChildren();
   data.forEach((item, i) => {
     const src = item.b64_json ? "data:image/png;base64," + item.b64_json : item.url;
-    container.append(figure(src, `${stem}-${i + 1}.png`, `#${i + 1}`));
+    // revised_prompt: what the model read the prompt as (free wording in its caption grammar, with a layout)
+    const label = item.revised_prompt ? `#${i + 1}: ${item.revised_prompt}` : `#${i + 1}`;
+    container.append(figure(src, `${stem}-${i + 1}.png`, label));
   });
 }
 
