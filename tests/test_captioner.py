@@ -220,10 +220,10 @@ def test_time_budget_stops_early_but_still_writes_the_model(tiny_tokenizer: Path
 
 def test_generated_and_degraded_pictures_are_labelled_by_what_they_show(tiny_tokenizer: Path, tmp_path: Path,
                                                                       monkeypatch) -> None:
-    """Issue 22 part 4: the generator's own pictures, labelled by the geometric reader (pictures read as empty or
+    """Issue 22 part 4: the generator's own pictures, labelled by the combined judge (pictures read as empty or
     crowded are left out), and degraded renders join the pool; a captioner continues from a trained one
     (init_from) with its vocabulary."""
-    import pixlm.data.geometric as geometric
+    from pixlm.eval import judge as judge_mod
     from pixlm.train.captioner import array_to_scene, build_extra_pool
 
     model = tmp_path / "model"
@@ -231,14 +231,20 @@ def test_generated_and_degraded_pictures_are_labelled_by_what_they_show(tiny_tok
     one = [{"shape": "square", "color": "blue", "size": "small", "row": 2, "col": 1}]
     readings = iter([[], one * 5] + [one] * 1000)  # the first two pictures: empty, then five objects
     seen: list = []
-    monkeypatch.setattr(geometric, "read_scene", lambda im: seen.append(im.size) or next(readings))
+
+    def read_many(self, images):
+        seen.extend(im.size for im in images)
+        return [judge_mod.JudgeReading(objects=o, geometric=[], learned=o, agree=False, confidence=1.0)
+                for o in (next(readings) for _ in images)]
+
+    monkeypatch.setattr(judge_mod.Judge, "read_many", read_many)
     run = tmp_path / "run"
     first = train_captioner(_train_cfg(tiny_tokenizer, run, steps=2, generated_from=str(model), generated=5,
                                        degraded=3, extra_fraction=0.5))
     extra = build_extra_pool(_train_cfg(tiny_tokenizer, run, steps=2, generated=5, degraded=3),
                              VQModel.from_pretrained(tiny_tokenizer), run)  # the cached pool
     assert extra["tokens"].shape == (8, 64) and extra["objects"].shape == (8, 4, 5)
-    assert all(array_to_scene(row).to_dicts() == one for row in extra["objects"][:5])  # what the reader saw
+    assert all(array_to_scene(row).to_dicts() == one for row in extra["objects"][:5])  # what the judge saw
     assert seen[0] == (64, 64)  # it read decoded pictures
     again = train_captioner(_train_cfg(tiny_tokenizer, tmp_path / "run2", steps=2, init_from=str(first)))
     assert Captioner.from_pretrained(again).config.vocab == Captioner.from_pretrained(first).config.vocab

@@ -83,7 +83,7 @@ class CaptionerTrainConfig:
     init_from: str = ""  # start from this trained captioner (its vocabulary and size); a fresh run folder only
     # shapes only: pictures beyond clean renders, each pool built once and cached in the run folder
     generated_from: str = ""  # a pipeline folder whose generator draws ``generated`` pictures (same tokenizer)
-    generated: int = 0  # generated pictures, labelled by the geometric reader (what they show, not their prompt)
+    generated: int = 0  # generated pictures, labelled by the combined judge (what they show, not their prompt)
     degraded: int = 0  # renders blurred, noised and JPEG-compressed before encoding, labelled by their scene
     extra_fraction: float = 0.4  # share of each batch drawn from the generated and degraded pools together
 
@@ -125,16 +125,17 @@ def build_extra_pool(cfg: CaptionerTrainConfig, vq: VQModel, run: Path) -> dict[
     ``run/extra.safetensors``; None when the config asks for neither.
 
     Generated: ``cfg.generated`` pictures drawn by ``cfg.generated_from`` (default sampling settings, a fresh seed
-    per picture) from the captions of random scenes; each is labelled by the geometric reader's reading of the
-    decoded picture, so the captioner learns to say what the generator drew (pictures read as empty or as more
-    than ``MAX_OBJECTS`` objects are left out). Degraded: ``cfg.degraded`` renders passed through
+    per picture) from the captions of random scenes; each is labelled by ``pixlm eval``'s combined judge's reading of
+    the decoded picture (the learned reader, the geometric one where it is unsure; the geometric reader alone
+    misreads generated pictures more often), so the captioner learns to say what the generator drew (pictures read
+    as empty or as more than ``MAX_OBJECTS`` objects are left out). Degraded: ``cfg.degraded`` renders passed through
     :func:`pixlm.eval.augment.degrade` (the learned judge's degradations), labelled by their scene."""
     if not (cfg.generated or cfg.degraded):
         return None
     cache = run / "extra.safetensors"
     if cache.is_file():
         return load_file(str(cache))
-    from pixlm.data.geometric import read_scene
+    from pixlm.eval.judge import default_judge
     from pixlm.train.common import images_to_tensor
 
     rng = random.Random(cfg.seed + 4242)
@@ -145,6 +146,7 @@ def build_extra_pool(cfg: CaptionerTrainConfig, vq: VQModel, run: Path) -> dict[
         from pixlm.pipelines.text_to_image import load_pipeline
 
         pipe = load_pipeline(cfg.generated_from, precision="reference")
+        judge = default_judge()
         if tokenizer_fingerprint(pipe.vq) != tokenizer_fingerprint(vq):
             raise ValueError(f"{cfg.generated_from} draws tokens of tokenizer {tokenizer_fingerprint(pipe.vq)}, but "
                              f"the captioner reads tokenizer {tokenizer_fingerprint(vq)} ({cfg.tokenizer})")
@@ -156,8 +158,9 @@ def build_extra_pool(cfg: CaptionerTrainConfig, vq: VQModel, run: Path) -> dict[
             drawn += 32
             prompts = [caption(random_scene(rng), rng) for _ in range(32)]
             out = pipe.generate(prompts, seed=rng.randrange(2**40))
-            for row, im in zip(out.tokens.flatten(1), out.images):  # images: the decoded tokens
-                scene = read_scene(im)
+            readings = judge.read_many(out.images)  # images: the decoded tokens
+            for row, reading in zip(out.tokens.flatten(1), readings):
+                scene = reading.objects
                 if 1 <= len(scene) <= MAX_OBJECTS and made < cfg.generated:  # the pool's scenes have 1-4
                     tokens.append(row.to(torch.int16))
                     tables.append(scenes_to_array([Scene.from_dicts(scene)])[0])
