@@ -75,7 +75,7 @@ def _lexicon() -> tuple[dict[tuple[str, ...], _Slot], int, list[str], set[str]]:
     for sep in _SEPARATORS:
         add(sep, ("sep", sep))
     for rel, words in phrasing.REL_WORDS.items():
-        for w in words + [f"{w} of" for w in words if w in ("on top",)]:
+        for w in words:
             add(w, ("rel", rel))
     for rel, words in {"above": ["on top of", "over top of", "higher up than", "up above", "directly above",
                                  "right above", "sitting on", "resting on", "stacked on"],
@@ -380,7 +380,7 @@ def canonical_prompt(text: str, rng: random.Random | None = None, layout: bool |
         raise ValueError(f"layout={layout!r} must be False, True or 'all'")
     rng = rng or random.Random(0)
     objs, rels = read_free_prompt(text)
-    groups = [Group(shape=o.shape or rng.choice(SHAPES), count=o.count or 1, color=o.color, size=o.size,
+    groups = [Group(shape=o.shape or rng.choice(SHAPES), count=o.count, color=o.color, size=o.size,
                     cell=o.cell) for o in objs]
     partner = {a: (rel, b) for a, rel, b in rels}
     right = {b for _, _, b in rels}

@@ -1,8 +1,8 @@
 """Best-of-N generation: draw N candidates per prompt, judge each against the prompt, keep the best.
 
-The prompt is read into a spec (:func:`pixlm.data.free_wording.parse_free_prompt`); a candidate is judged by the geometric
-reader (:func:`pixlm.data.geometric.read_scene`) and, when the model has a captioner, by its detailed caption
-parsed back into objects. The score counts full matches first, partial matches second::
+The prompt is read into a spec (:func:`pixlm.data.free_wording.parse_free_prompt`); a candidate is judged by the
+geometric reader (:func:`pixlm.data.geometric.read_scene`) and, when the model has a captioner, by its detailed
+caption parsed back into objects. The score counts full matches first, partial matches second::
 
     score = 2·[geometric reading satisfies spec] + [caption satisfies spec]
             + partial(geometric) + ½·partial(caption)
