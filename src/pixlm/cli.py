@@ -158,6 +158,9 @@ def generate(
     expand: Annotated[Optional[bool], typer.Option("--expand/--no-expand", help="--expand: rewrite PROMPT with the "
                       "model's expander first; --no-expand: use PROMPT word for word. Default: a model with a scene "
                       "grammar (shapes) reads free wording into its caption grammar.")] = None,
+    retrieve: Annotated[Optional[bool], typer.Option("--retrieve/--no-retrieve", help="A model with a retrieval "
+                        "index (emoji) redraws part of a training picture the prompt finds (the default); "
+                        "--no-retrieve draws from the prompt alone.")] = None,
     rerank: Annotated[int, typer.Option(min=1, max=16, help="Draw N candidates per image and keep the one that "
                                         "best matches the prompt (geometric reading + detailed caption).")] = 1,
     reference: Annotated[bool, typer.Option(help="Plain float32 inference (bit-exact comparisons) instead of the "
@@ -181,7 +184,8 @@ def generate(
                                        guidance_scale=guidance, negative_prompt=negative_prompt, expand=expand)
         else:
             result = pipe.generate(prompt, num_images_per_prompt=num_images, num_inference_steps=steps,
-                                   guidance_scale=guidance, negative_prompt=negative_prompt, seed=seed, expand=expand)
+                                   guidance_scale=guidance, negative_prompt=negative_prompt, seed=seed, expand=expand,
+                                   retrieve=retrieve)
     if result.revised_prompts and result.revised_prompts[0] != prompt:
         typer.echo(f"revised prompt: {result.revised_prompts[0]}", err=True)
     out.mkdir(parents=True, exist_ok=True)

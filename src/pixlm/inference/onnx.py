@@ -9,6 +9,7 @@ batch axis, with the opset of the installed ``torch.onnx`` exporter::
     generator/head.onnx        hidden states → logits (guidance mixes hidden states before the head)
     vq/decoder.onnx            tokens (B, h, w) → images (B, 3, H, W)     + config.json
     vq/encoder.onnx            images → tokens (editing, captioning, previews)
+    retrieval/                 the model's retrieval index, when it has one (``pixlm.pipelines.retrieval``)
 
 The runtime side wraps ``onnxruntime`` sessions as components that quack like the torch ones (``config``,
 ``kind``, ``prepare_text``, ``hidden``, ``head_logits``, ``decode``/``encode``) and return torch tensors, so the same
@@ -131,6 +132,8 @@ def export_onnx(pipe: Any, out: str | os.PathLike) -> Path:
                                   {"tokens": {0: "batch"}}))
             opsets.append(_export(_Call(vq, "encode"), (images,), tmp / "vq" / "encoder.onnx", ["images"], "tokens",
                                   {"images": {0: "batch"}}))
+        if getattr(pipe, "retrieval", None) is not None:  # the training pictures it redraws from (not a network)
+            pipe.retrieval.save_pretrained(tmp / "retrieval")
         write_json(tmp / INDEX, {"format": FORMAT, "pipeline": "TextToImagePipeline", "generator": gen.kind,
                                  "defaults": pipe.defaults, "opset": max(opsets),
                                  "exporter": f"torch {torch.__version__}"})

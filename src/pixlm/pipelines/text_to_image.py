@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from pixlm.checkpoint import CheckpointError, atomic_write_dir, read_json, write_json
+from pixlm.pipelines.retrieval import RetrievalIndex, sentence_embeddings, text_encoder_id
 from pixlm.pipelines.common import (
     MODEL_NAMES,
     PipelineOutput,
@@ -64,6 +65,7 @@ class TextToImagePipeline:
         self.expander_path: Path | None = None
         self.captioner = None  # a pixlm.models.captioner.Captioner, loaded lazily from captioner_path by caption()
         self.captioner_path: Path | None = None
+        self.retrieval: RetrievalIndex | None = None  # training pictures to redraw from (``pipelines.retrieval``)
         if generator.config.vocab_size != vq.vocab_size:
             raise CheckpointError(f"generator vocab {generator.config.vocab_size} != tokenizer vocab {vq.vocab_size}")
         if generator.config.text_dim != text_encoder.dim:
@@ -86,7 +88,26 @@ class TextToImagePipeline:
         pipe = cls(vq, text, gen, index.get("defaults"), device=device)
         pipe.expander_path = root / "expander" if (root / "expander").is_dir() else None
         pipe.captioner_path = root / "captioner" if (root / "captioner").is_dir() else None
+        if (root / "retrieval").is_dir():
+            pipe.attach_retrieval(RetrievalIndex.from_pretrained(root / "retrieval"))
         return pipe
+
+    def attach_retrieval(self, index: RetrievalIndex | None) -> None:
+        """Draw from ``index`` by default (see ``pixlm.pipelines.retrieval``); None detaches it. The index must
+        hold this generator's tokens and embeddings of this text encoder."""
+        if index is not None:
+            if self.generator.kind != "masked":
+                raise CheckpointError(f"a retrieval index redraws pictures with a masked generator; this one is "
+                                      f"{self.generator.kind!r}")
+            if index.tokens.shape[1] != self.generator.config.num_tokens:
+                raise CheckpointError(f"the retrieval index holds {index.tokens.shape[1]} tokens per picture; the "
+                                      f"generator draws {self.generator.config.num_tokens}")
+            if index.embeddings.shape[1] != self.text_encoder.dim or \
+                    (index.text_encoder_id and index.text_encoder_id != text_encoder_id(self.text_encoder)):
+                raise CheckpointError(f"the retrieval index was embedded by text encoder {index.text_encoder_id!r} "
+                                      f"({index.embeddings.shape[1]} dims); this pipeline has "
+                                      f"{text_encoder_id(self.text_encoder)!r} ({self.text_encoder.dim} dims)")
+        self.retrieval = index
 
     def save_pretrained(self, path: str | os.PathLike) -> Path:
         def write(tmp: Path) -> None:
@@ -99,6 +120,8 @@ class TextToImagePipeline:
                 save_expander(self.expander or self.expander_path, tmp / "expander")
             if self.captioner is not None or self.captioner_path is not None:
                 self.get_captioner().save_pretrained(tmp / "captioner")
+            if self.retrieval is not None:
+                self.retrieval.save_pretrained(tmp / "retrieval")
             write_json(tmp / "model_index.json", {"pipeline": type(self).__name__, "generator": self.generator.kind,
                                                   "defaults": self.defaults})
 
@@ -143,7 +166,7 @@ class TextToImagePipeline:
                  num_inference_steps: int | None = None, guidance_scale: float | None = None,
                  negative_prompt: str | list[str] | None = None, seed: int | list[int] | None = None,
                  callback: PreviewCallback | None = None, temperature: float | None = None,
-                 expand: "bool | Expander | None" = None) -> PipelineOutput:
+                 expand: "bool | Expander | None" = None, retrieve: bool | None = None) -> PipelineOutput:
         """Like ``__call__`` but returns tokens and timings too.
 
         Images come prompt by prompt, ``num_images_per_prompt`` each. ``seed=s`` gives image ``i`` the picture that
@@ -153,6 +176,10 @@ class TextToImagePipeline:
         prompts into the caption grammar for models whose pictures have one (``defaults.scene_grammar``), True
         uses the model folder's ``expander/`` for every prompt, an ``Expander`` that one, False nothing. The prompt
         each image was drawn from is in ``prompts``; when any was rewritten, ``revised_prompts`` has them too.
+
+        ``retrieve``: on a model with a retrieval index (``retrieval/``), None or True redraws part of a training
+        picture the prompt retrieves, drawn from each image's seed (``pixlm.pipelines.retrieval``); False draws from
+        the prompt alone. True on a model without an index is an error.
         """
         prompts = check_prompts(prompt)
         steps, scale = self.sampling_settings(num_images_per_prompt, num_inference_steps, guidance_scale)
@@ -165,6 +192,10 @@ class TextToImagePipeline:
                 negatives = negatives * len(prompts)
             if len(negatives) != len(prompts):
                 raise ValueError(f"got {len(negatives)} negative prompts for {len(prompts)} prompts")
+        if retrieve not in (None, True, False):
+            raise ValueError(f"retrieve={retrieve!r} must be True, False or None")
+        if retrieve and self.retrieval is None:
+            raise ValueError("retrieve=True but this model has no retrieval/ index (see pixlm.train.retrieval)")
         rows = [p for p in prompts for _ in range(num_images_per_prompt)]
         gens, seeds = make_generators(seed, len(rows), self.device)
         t_expand = time.perf_counter()
@@ -174,10 +205,19 @@ class TextToImagePipeline:
         with torch.inference_mode():
             neg_rows = [n for n in negatives for _ in range(num_images_per_prompt)] if negatives else None
             cond, uncond = self.text_conditioning(rows, neg_rows, scale)
+            init = keep = None
+            if self.retrieval is not None and retrieve is not False:
+                def embed(texts: list[str]) -> torch.Tensor:  # the prompts' states are cached just now
+                    return sentence_embeddings(self.text_encoder, texts, use_cache=True)
+
+                init, keep, _ = self.retrieval.pick(rows, embed, seeds, self.defaults.get("retrieval", {}),
+                                                    self.generator.config.num_tokens)
+                init, keep = init.to(self.device), keep.to(self.device)
             t1 = time.perf_counter()
             sampler = make_sampler(self.generator.kind, steps, scale, temp, self.defaults)
             try:
-                tokens = sampler.sample(self.generator, cond, uncond, len(rows), generator=gens, callback=callback)
+                tokens = sampler.sample(self.generator, cond, uncond, len(rows), generator=gens, callback=callback,
+                                        init_tokens=init, keep=keep)
             except RuntimeError as e:
                 if "probability tensor" in str(e):
                     raise FloatingPointError("the generator produced NaN/Inf logits; the weights are corrupt") from e
@@ -286,10 +326,11 @@ class TextToImagePipeline:
 
     def __call__(self, prompt: str | list[str], num_images_per_prompt: int = 1, num_inference_steps: int | None = None,
                  guidance_scale: float | None = None, negative_prompt: str | list[str] | None = None,
-                 seed: int | list[int] | None = None, callback: PreviewCallback | None = None) -> list[Image.Image]:
+                 seed: int | list[int] | None = None, callback: PreviewCallback | None = None,
+                 retrieve: bool | None = None) -> list[Image.Image]:
         """Images in prompt order, then per-prompt order."""
         return self.generate(prompt, num_images_per_prompt, num_inference_steps, guidance_scale, negative_prompt,
-                             seed, callback).images
+                             seed, callback, retrieve=retrieve).images
 
     def decode_preview(self, tokens: torch.Tensor) -> list[Image.Image]:
         """Decode a partially masked token grid, showing still-masked places as blank canvas (UI previews)."""
@@ -343,7 +384,10 @@ def _load_onnx(path: str | os.PathLike, threads: int | None) -> TextToImagePipel
     parts = load_onnx_components(path, threads)
     text = TextEncoder(load_config(parts.text_encoder_dir, TextEncoderConfig, "text_encoder"))
     text.model = OnnxTextModel(parts.text_model, replaces=text.model)  # tokenizer and prompt cache stay
-    return TextToImagePipeline(parts.vq, text, parts.generator, parts.defaults)
+    pipe = TextToImagePipeline(parts.vq, text, parts.generator, parts.defaults)
+    if (Path(path) / "retrieval").is_dir():
+        pipe.attach_retrieval(RetrievalIndex.from_pretrained(Path(path) / "retrieval"))
+    return pipe
 
 
 __all__ = ["TextToImagePipeline", "load_pipeline", "GENERATORS", "BACKENDS"]

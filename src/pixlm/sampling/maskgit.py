@@ -95,16 +95,23 @@ class Step0Cache:
     def lookup(self, model, row: dict, tokens: torch.Tensor) -> torch.Tensor:
         """The hidden states (1, N, C) of ``row`` (one prepared unconditional row) at the fully masked ``tokens``
         (1, N): cached, or computed on the trimmed row and kept."""
-        trimmed = _trim(row, int(row["mask"][0].sum()))  # right-padded: the real text comes first
-        key: list[torch.Tensor] = []
-        map_tensors(key.append, {k: v for k, v in trimmed.items() if k != "mask"})
+        length = int(row["mask"][0].sum())  # right-padded: the real text comes first
+        key = _text_tensors(_trim(row, length, copy=False))  # views: a hit copies nothing
         for i, (k, h) in enumerate(self.entries):
             if len(k) == len(key) and all(_same_text(a, b) for a, b in zip(k, key)):
                 self.entries.append(self.entries.pop(i))
                 return h
+        trimmed = _trim(row, length)
         h = model.hidden(tokens, prepared=trimmed).float()
-        self.entries = [*self.entries[-(self.size - 1):], ([t.clone() for t in key], h)]
+        self.entries = [*self.entries[-(self.size - 1):], ([t.clone() for t in _text_tensors(trimmed)], h)]
         return h
+
+
+def _text_tensors(prepared: dict) -> list[torch.Tensor]:
+    """Every tensor of a prepared row but its mask, in order."""
+    out: list[torch.Tensor] = []
+    map_tensors(out.append, {k: v for k, v in prepared.items() if k != "mask"})
+    return out
 
 
 def _same_text(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -117,15 +124,16 @@ def _same_text(a: torch.Tensor, b: torch.Tensor) -> bool:
     return bool((a - b).abs().max() <= 0.02 * a.abs().max() + 1e-6)
 
 
-def _trim(row: dict, length: int) -> dict:
-    """A prepared row cut to its first ``length`` text positions (per-layer tensors along their declared axes)."""
+def _trim(row: dict, length: int, copy: bool = True) -> dict:
+    """A prepared row cut to its first ``length`` text positions (per-layer tensors along their declared axes),
+    contiguous copies (``copy``) or views."""
     out: dict = {}
     for name, value in row.items():
         if name == "mask":
             out[name] = value[:, :length]
         elif isinstance(value, list):
-            out[name] = [layer.map(lambda t, d: t.narrow(d, 0, length).contiguous()) if hasattr(layer, "map") else layer
-                         for layer in value]
+            cut = (lambda t, d: t.narrow(d, 0, length).contiguous()) if copy else (lambda t, d: t.narrow(d, 0, length))
+            out[name] = [layer.map(cut) if hasattr(layer, "map") else layer for layer in value]
         else:
             out[name] = value.narrow(1, 0, length)
     return out
@@ -134,7 +142,7 @@ def _trim(row: dict, length: int) -> dict:
 def _same_rows(prepared: dict) -> bool:
     """Whether every row of ``prepare_text`` output equals the first (one negative prompt for all rows)."""
     rows: list[bool] = []
-    map_tensors(lambda t: rows.append(bool((t == t[:1]).all())), prepared)
+    map_tensors(lambda t: rows.append(t.shape[0] == 1 or bool((t == t[:1]).all())), prepared)
     return all(rows)
 
 
