@@ -9,7 +9,8 @@ corpus BLEU-4 and a CIDEr-D-style score against 5 reference captions per picture
 is satisfied by the true scene. Generated (``--generated N``): the model's own pictures from captions of random
 scenes (a held-out seed), drawn at the pipeline's defaults; the detailed caption must equal the reading of
 ``pixlm eval``'s combined judge (learned reader, the geometric one where it is unsure), and the free caption must be
-satisfied by it (no swapped colours). Agreement with the geometric reader alone is reported beside it: on generated
+satisfied by it; ``colour_swaps`` counts free captions that give a drawn shape the colour of another object
+(``swaps_colours``). Agreement with the geometric reader alone is reported beside it: on generated
 pictures it misreads more (small squares with rounded corners read as circles). Writes ``captioning.json``
 (``--name``). Not a test: it measures, it does not assert.
 """
@@ -25,6 +26,17 @@ import time
 from pathlib import Path
 
 import torch
+
+
+def swaps_colours(objects: list[dict], spec: dict) -> bool:
+    """Whether a caption (``spec``, parsed) names a colour with a shape that the picture (``objects``) draws in
+    another colour while that colour sits on another shape: "a red circle" for a blue circle beside a red square."""
+    for o in spec["objects"]:
+        c, s = o.get("color"), o.get("shape")
+        if c and s and not any(x["color"] == c and x["shape"] == s for x in objects) \
+                and any(x["shape"] == s for x in objects) and any(x["color"] == c for x in objects):
+            return True
+    return False
 
 BENCH_SEED = 20261128  # held out: the captioner's pool, vocabulary and training-time eval use other seeds
 
@@ -103,14 +115,17 @@ def main() -> None:
                                         "examples_wrong": wrong[:5]}
     for method, kw in (("greedy", {}), ("beam", {"num_beams": a.beams})):
         texts, ms = batched(detailed=False, method=method, **kw)
-        faithful = 0
+        faithful = swapped = 0
         for text, s in zip(texts, scenes):
             try:
-                faithful += satisfies(s.to_dicts(), parse_prompt(text))
+                spec = parse_prompt(text)
+                faithful += satisfies(s.to_dicts(), spec)
+                swapped += swaps_colours(s.to_dicts(), spec)
             except SpecError:
                 pass
         result[f"free_{method}"] = {"bleu4": corpus_bleu(texts, refs), "cider": cider(texts, refs),
-                                    "faithful": faithful / a.n, "ms_per_image": ms, "examples": texts[:5]}
+                                    "faithful": faithful / a.n, "colour_swaps": swapped / a.n, "ms_per_image": ms,
+                                    "examples": texts[:5]}
     if a.generated:  # the generator's own pictures: does the captioner say what the judge sees?
         from pixlm.eval.judge import default_judge
         from pixlm.pipelines.text_to_image import load_pipeline
@@ -118,7 +133,7 @@ def main() -> None:
         judge = default_judge()  # pixlm eval's combined judge; its geometric reader alone is reported too
         gen_pipe = load_pipeline(a.generated_from or a.model)
         grng = random.Random(a.seed + 1)
-        agree = agree_geo = faithful = failures = 0
+        agree = agree_geo = faithful = failures = swapped = 0
         wrong = []
         for start in range(0, a.generated, 50):
             prompts = [caption(random_scene(grng), grng) for _ in range(min(50, a.generated - start))]
@@ -135,7 +150,9 @@ def main() -> None:
                 agree += ok
                 agree_geo += ok_geo
                 try:
-                    faithful += satisfies(reading.objects, parse_prompt(f))
+                    spec = parse_prompt(f)
+                    faithful += satisfies(reading.objects, spec)
+                    swapped += swaps_colours(reading.objects, spec)
                 except SpecError:
                     pass
                 if not ok and len(wrong) < 5:
@@ -144,6 +161,7 @@ def main() -> None:
                                "detailed_agrees_with_judge": agree / a.generated,
                                "detailed_agrees_with_geometric_reader": agree_geo / a.generated,
                                "free_caption_faithful_to_judge": faithful / a.generated,
+                               "free_caption_colour_swaps": swapped / a.generated,
                                "parse_failures": failures / a.generated, "examples_wrong": wrong}
     # what one reference scores against the other four: the ceiling set by the captions' own variety
     held, rest = [r[0] for r in refs], [r[1:] for r in refs]

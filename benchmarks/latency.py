@@ -39,13 +39,22 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--warm-cache", action="store_true")
     ap.add_argument("--batches", default="8,64")
+    ap.add_argument("--prompt-file", default="", help="draw the prompts from this file (one per line, used in order; "
+                    "e.g. emoji names for the emoji model) instead of the shapes relation prompts")
+    ap.add_argument("--name", default="latency.json", help="result file name in --out")
     ap.add_argument("--out", default="benchmarks/results")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     from pixlm.pipelines.text_to_image import load_pipeline
 
     pipe = load_pipeline(a.model)
-    ps = prompts(a.repeats + 10)
+    if a.prompt_file:
+        lines = [x.strip() for x in Path(a.prompt_file).read_text(encoding="utf-8").splitlines() if x.strip()]
+        pool = list(dict.fromkeys(lines))
+        if len(pool) < a.repeats + 10 + max([int(b) for b in a.batches.split(",") if b] or [0]):
+            raise SystemExit(f"--prompt-file has {len(pool)} distinct prompts; need repeats + 10 + the largest batch")
+    take = (lambda n: pool[:n]) if a.prompt_file else prompts
+    ps = take(a.repeats + 10)
     for p in ps[:5]:  # warm-up
         pipe(p, num_inference_steps=a.steps, guidance_scale=a.guidance, seed=0)
     lat, parts = [], []
@@ -56,7 +65,7 @@ def main() -> None:
         lat.append((time.perf_counter() - t) * 1e3)
         parts.append(out.timings_ms)
     row = {
-        "model": a.model or "bundled shapes-masked", "steps": a.steps,
+        "model": a.model or "bundled shapes-masked", "steps": a.steps, "prompts": a.prompt_file or "relations",
         "guidance_scale": pipe.defaults["guidance_scale"] if a.guidance is None else a.guidance,
         "threads": a.threads, "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
         "text_cache": "warm" if a.warm_cache else "cold",
@@ -67,14 +76,14 @@ def main() -> None:
         "throughput": {},
     }
     for bs in [int(b) for b in a.batches.split(",") if b]:
-        batch = prompts(bs + 200)[200:]
+        batch = take(bs + 200)[200:] if not a.prompt_file else take(a.repeats + 10 + bs)[a.repeats + 10:]
         pipe(batch, num_inference_steps=a.steps, seed=0)
         t = time.perf_counter()
         pipe(batch, num_inference_steps=a.steps, seed=1)
         row["throughput"][f"images_per_s_bs{bs}"] = bs / (time.perf_counter() - t)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "latency.json").write_text(json.dumps(row, indent=2) + "\n")
+    (out / a.name).write_text(json.dumps(row, indent=2) + "\n")
     print(json.dumps(row, indent=2))
 
 

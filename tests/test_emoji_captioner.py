@@ -123,7 +123,9 @@ def test_bundled_emoji_model_captions(tmp_path: Path, runner) -> None:
     from pixlm.pipelines.text_to_image import load_pipeline
 
     folder = bundled_model_path("emoji-masked") / "captioner"
-    assert (folder / "model.safetensors").stat().st_size < 3_200_000  # float16, inside the asset budget
+    assert (folder / "model.safetensors").stat().st_size < 3_600_000  # float16
+    model_bytes = sum(f.stat().st_size for f in folder.parent.rglob("*") if f.is_file())
+    assert model_bytes <= 40_000_000  # the emoji model's budget (issue 23), retrieval index included
     pipe = load_pipeline("emoji")
     cap = pipe.get_captioner()  # also checks the tokenizer fingerprint against the model's vq/
     assert len(cap.config.vocab) > 1000

@@ -14,6 +14,7 @@ from pixlm.cli import app
 from pixlm.inference.onnx import export_onnx
 from pixlm.pipelines.text_to_image import load_pipeline
 from pixlm.pipelines.text_to_image import TextToImagePipeline
+from pixlm.pipelines.retrieval import RetrievalIndex, text_encoder_id
 from pixlm.testing import tiny_pipeline, tiny_pipeline_for
 
 PROMPTS = ["a red circle", "two blue squares above a green triangle", "a small yellow diamond"]
@@ -24,6 +25,10 @@ def exported(tmp_path_factory: pytest.TempPathFactory, runner) -> tuple[TextToIm
     root = tmp_path_factory.mktemp("onnx")
     pipe = tiny_pipeline(seed=1)
     pipe.defaults.update(guidance_scale=2.5, revise_margin=3.0)  # copied into onnx_index.json
+    g = torch.Generator().manual_seed(5)  # a retrieval index rides along (pixlm.pipelines.retrieval)
+    pipe.attach_retrieval(RetrievalIndex(torch.randint(0, pipe.vq.vocab_size, (3, 64), generator=g),
+                                         torch.randn(3, pipe.text_encoder.dim, generator=g), ["a", "b", "c"],
+                                         text_encoder_id=text_encoder_id(pipe.text_encoder)))
     pipe.save_pretrained(root / "torch")
     result = runner.invoke(app, ["export", "onnx", "--model", str(root / "torch"), "--out", str(root / "onnx")])
     assert result.exit_code == 0, result.output
@@ -34,6 +39,8 @@ def test_export_writes_valid_graphs_and_the_sampler_settings(exported) -> None:
     pipe, out = exported
     index = json.loads((out / "onnx_index.json").read_text())
     assert index["defaults"] == pipe.defaults and index["generator"] == "masked"
+    ort_index = load_pipeline(out, backend="onnxruntime").retrieval  # the index travels with the export
+    assert ort_index is not None and torch.equal(ort_index.tokens, pipe.retrieval.tokens)
     graphs = ["text_encoder/model.onnx", "generator/hidden.onnx", "generator/head.onnx", "vq/decoder.onnx",
               "vq/encoder.onnx"]
     for name in graphs:

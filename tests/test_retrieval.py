@@ -152,14 +152,26 @@ def test_the_index_round_trips_through_save_pretrained(model_dir: Path, tmp_path
     assert torch.equal(again.generate("yellow star", seed=2).tokens, pipe.generate("yellow star", seed=2).tokens)
 
 
-def test_an_onnx_export_carries_the_index(model_dir: Path, tmp_path: Path) -> None:
-    pytest.importorskip("onnxruntime")
-    from pixlm.inference.onnx import export_onnx
-    from pixlm.pipelines.text_to_image import load_pipeline
+def test_word_overlap_breaks_near_ties_of_meaning(model_dir: Path) -> None:
+    idx = TextToImagePipeline.from_pretrained(model_dir).retrieval
+    q = torch.nn.functional.normalize(torch.randn(idx.embeddings.shape[1]), dim=0)
+    dense, _ = idx.nearest(q, 4)
+    for row, (_, _, text, group) in enumerate(PICTURES):  # a heavy word weight finds the exact label
+        _, rows = idx.nearest(q, 1, group, strip_group(text, {"noto", "twemoji"}), lexical=10.0)
+        assert int(rows[0]) == row
+    scores, _ = idx.nearest(q, 4, None, "no words in common", lexical=0.3)
+    assert torch.allclose(scores, dense)  # no overlap: the cosine alone
+    with pytest.raises(ValueError, match="lexical=-1"):
+        check_retrieval_settings({"lexical": -1})
 
-    pipe = TextToImagePipeline.from_pretrained(model_dir)
-    export_onnx(pipe, tmp_path / "onnx")
-    ort = load_pipeline(tmp_path / "onnx", backend="onnxruntime")
-    assert ort.retrieval is not None and torch.equal(ort.retrieval.tokens, pipe.retrieval.tokens)
-    for row, (_, _, text, _) in enumerate(PICTURES):  # keep 1.0: the retrieved picture itself
-        assert torch.equal(ort.generate(text, seed=0).tokens.flatten(), pipe.retrieval.tokens[row].long())
+
+def test_a_model_with_an_attribution_says_the_pictures_ship(model_dir: Path, tmp_path: Path) -> None:
+    from pixlm.train.retrieval import RETRIEVAL_NOTICE
+
+    model = tmp_path / "m"
+    tiny_pipeline(seed=3).save_pretrained(model)
+    (model / "ATTRIBUTION.md").write_text("# Attribution\n\nPictures: test art.\n")
+    for _ in range(2):  # rebuilding keeps one notice
+        attach_index(model, model_dir.parent / "data", group_field="style")
+    text = (model / "ATTRIBUTION.md").read_text()
+    assert text.startswith("# Attribution") and text.count(RETRIEVAL_NOTICE) == 1

@@ -14,16 +14,18 @@ At generation, for each image (:meth:`RetrievalIndex.pick`):
    a prompt that names a group of the index ("…, twemoji style": the index's ``groups`` column, the emoji world's
    styles) is compared with that group's pictures only. Group phrases are left out of both embeddings, so one
    emoji's pictures in every style embed alike and a prompt that names no style draws any of them;
-2. one of the ``top_k`` nearest is drawn with probability ∝ exp(similarity / ``temperature``), from the image's
-   seed: near-ties (the same emoji in four styles, two variants) are drawn about equally, a clearly worse match
-   rarely;
+2. the score is that cosine plus ``lexical`` × the word overlap of the prompt with the picture's label (hybrid
+   dense + lexical search: the embedding hears "light" and "medium-light skin tone" as nearly the same); one of
+   the ``top_k`` best is drawn with probability ∝ exp(score / ``temperature``), from the image's seed: near-ties
+   (the same emoji in four styles) are drawn about equally, a clearly worse match rarely;
 3. a random ``keep`` share of its tokens is kept and frozen, the rest start masked, and the masked generator fills
    them in conditioned on the prompt, on its usual schedule (the same loop as inpainting).
 
 So a name the model was trained on comes out recognisable and each seed gives a different style, variant or redraw;
 an unseen name starts from the nearest pictures in meaning and is redrawn toward the prompt. ``retrieve=False``
 (``pixlm generate --no-retrieve``) draws from the prompt alone. Settings live in ``model_index.json``
-``defaults.retrieval`` (``top_k``, ``temperature``, ``keep``); the index is built by ``pixlm.train.retrieval``.
+``defaults.retrieval`` (``top_k``, ``temperature``, ``keep``, ``lexical``); the index is built by
+``pixlm.train.retrieval``.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ import torch
 
 from pixlm.checkpoint import CheckpointError, atomic_write_dir, read_json, write_json
 
-RETRIEVAL_DEFAULTS = {"top_k": 8, "temperature": 0.03, "keep": 0.5}
+RETRIEVAL_DEFAULTS = {"top_k": 8, "temperature": 0.03, "keep": 0.5, "lexical": 0.3}
 _GROUP_PHRASE = re.compile(r",?\s*\b(?P<group>[a-z0-9_-]+) style\b", re.IGNORECASE)
 
 
@@ -57,7 +59,18 @@ def check_retrieval_settings(settings: dict) -> dict:
         raise ValueError(f"retrieval temperature={t!r} must be a number in (0, 10]")
     if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not (0 <= keep <= 1):
         raise ValueError(f"retrieval keep={keep!r} must be a number in [0, 1]")
+    lex = out["lexical"]
+    if isinstance(lex, bool) or not isinstance(lex, (int, float)) or not (0 <= lex <= 10):
+        raise ValueError(f"retrieval lexical={lex!r} must be a number in [0, 10]")
     return out
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+    return len(a & b) / len(a | b) if a or b else 0.0
 
 
 def sentence_embeddings(text_encoder: Any, texts: list[str], batch: int = 256, use_cache: bool = False
@@ -116,19 +129,35 @@ class RetrievalIndex:
         self._group_rows = {g: torch.tensor([i for i, x in enumerate(self.groups) if x == g])
                             for g in self.group_names}
         self.text_encoder_id = text_encoder_id
+        self._words: list[frozenset[str]] | None = None  # each label's words, made on first lexical search
 
     def __len__(self) -> int:
         return len(self.tokens)
 
     # ------------------------------------------------------------------ search
-    def nearest(self, query: torch.Tensor, k: int, group: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(similarities, rows) of the ``k`` pictures nearest to one query embedding (D,), within ``group``."""
+    def nearest(self, query: torch.Tensor, k: int, group: str | None = None, text: str | None = None,
+                lexical: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scores, rows) of the ``k`` pictures nearest to one query embedding (D,), within ``group``.
+
+        The score is the cosine similarity plus, when ``text`` is given, ``lexical`` × the word overlap (Jaccard) of
+        ``text`` with the picture's label, over the 64 nearest by cosine (hybrid dense + lexical search, as RAG
+        systems do: a sentence embedding hears "light skin tone" and "medium-light skin tone" as nearly the same,
+        the words do not)."""
         emb = self.embeddings.float()
-        rows = self._group_rows.get(group) if group else None
-        sims = (emb if rows is None else emb[rows]) @ query.float()
+        rows = self._group_rows.get(group) if group else torch.arange(len(emb))
+        sims = emb[rows] @ query.float()
+        if text is not None and lexical > 0:
+            shortlist = sims.topk(min(max(64, k), len(sims)))
+            words = _words(text)
+            bonus = torch.tensor([_jaccard(words, self._label_words(int(rows[i]))) for i in shortlist.indices])
+            sims, rows = shortlist.values + lexical * bonus, rows[shortlist.indices]
         top = sims.topk(min(k, len(sims)))
-        picked = top.indices if rows is None else rows[top.indices]
-        return top.values, picked
+        return top.values, rows[top.indices]
+
+    def _label_words(self, row: int) -> frozenset[str]:
+        if self._words is None:
+            self._words = [_words(c) for c in self.captions]
+        return self._words[row]
 
     def pick(self, prompts: list[str], embed: Callable[[list[str]], torch.Tensor], seeds: list[int],
              settings: dict, num_tokens: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
@@ -145,7 +174,8 @@ class RetrievalIndex:
         for prompt, q, seed in zip(prompts, queries, seeds):
             # hashed: Random("retrieve:0"), Random("retrieve:1"), ... start with correlated draws
             rng = random.Random(int.from_bytes(hashlib.sha256(f"retrieve:{seed}".encode()).digest()[:8], "big"))
-            sims, rows = self.nearest(q, cfg["top_k"], named_group(prompt, self.group_names))
+            text = strip_group(prompt, self.group_names)
+            sims, rows = self.nearest(q, cfg["top_k"], named_group(prompt, self.group_names), text, cfg["lexical"])
             weights = [math.exp((float(s) - float(sims[0])) / cfg["temperature"]) for s in sims]
             row = int(rows[rng.choices(range(len(rows)), weights=weights)[0]])
             mask = torch.zeros(num_tokens, dtype=torch.bool)

@@ -216,8 +216,9 @@ class TextToImagePipeline:
             t1 = time.perf_counter()
             sampler = make_sampler(self.generator.kind, steps, scale, temp, self.defaults)
             try:
+                start = {} if init is None else {"init_tokens": init, "keep": keep}  # masked samplers only
                 tokens = sampler.sample(self.generator, cond, uncond, len(rows), generator=gens, callback=callback,
-                                        init_tokens=init, keep=keep)
+                                        **start)
             except RuntimeError as e:
                 if "probability tensor" in str(e):
                     raise FloatingPointError("the generator produced NaN/Inf logits; the weights are corrupt") from e

@@ -80,7 +80,15 @@ def attach_index(model: str | Path, data: str | Path, group_field: str = "", set
     meta = read_json(model / "model_index.json")
     meta.setdefault("defaults", {})["retrieval"] = cfg
     write_json(model / "model_index.json", meta)
+    notice = model / "ATTRIBUTION.md"
+    if notice.is_file() and RETRIEVAL_NOTICE not in notice.read_text(encoding="utf-8"):
+        with open(notice, "a", encoding="utf-8") as f:  # the pictures themselves now ship: say so
+            f.write("\n" + RETRIEVAL_NOTICE + "\n")
     return out
+
+
+RETRIEVAL_NOTICE = ("`retrieval/` holds every training picture of this data as the model's VQ tokens (and embeddings of "
+                    "their captions); they are derived from the pictures above and carry the same licences.")
 
 
 def main(argv: list[str] | None = None) -> None:
