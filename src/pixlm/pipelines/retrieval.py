@@ -73,12 +73,18 @@ def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
     return len(a & b) / len(a | b) if a or b else 0.0
 
 
-def sentence_embeddings(text_encoder: Any, texts: list[str], batch: int = 256, use_cache: bool = False
-                        ) -> torch.Tensor:
+def sentence_embeddings(text_encoder: Any, texts: list[str], batch: int = 256, use_cache: bool = False,
+                        progress: str | None = None) -> torch.Tensor:
     """(len(texts), D) float32 unit vectors: the encoder's last hidden states mean-pooled over real tokens
-    (``use_cache``: through the encoder's prompt cache, for prompts it has just encoded)."""
+    (``use_cache``: through the encoder's prompt cache, for prompts it has just encoded; ``progress``: a tqdm bar
+    with that description)."""
+    starts: Any = range(0, len(texts), batch)
+    if progress is not None:  # index building; generation passes none and skips the bar
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc=progress)
     out = []
-    for i in range(0, len(texts), batch):
+    for i in starts:
         states, mask = text_encoder.encode(texts[i:i + batch], use_cache=use_cache)
         m = mask.unsqueeze(-1).to(torch.float32)
         pooled = (states.float() * m).sum(1) / m.sum(1).clamp_min(1.0)
@@ -124,6 +130,7 @@ class RetrievalIndex:
             raise ValueError(f"{len(groups)} groups for {len(tokens)} pictures")
         self.tokens = tokens.to(torch.int16) if tokens.dtype != torch.int16 else tokens
         self.embeddings = torch.nn.functional.normalize(embeddings.float(), dim=-1).to(torch.float16)
+        self._embeddings32 = self.embeddings.float()  # what searches multiply by, converted once, not per image
         self.captions, self.groups = list(captions), list(groups)
         self.group_names = {g for g in self.groups if g}
         self._group_rows = {g: torch.tensor([i for i, x in enumerate(self.groups) if x == g])
@@ -143,9 +150,8 @@ class RetrievalIndex:
         ``text`` with the picture's label, over the 64 nearest by cosine (hybrid dense + lexical search, as RAG
         systems do: a sentence embedding hears "light skin tone" and "medium-light skin tone" as nearly the same,
         the words do not)."""
-        emb = self.embeddings.float()
-        rows = self._group_rows.get(group) if group else torch.arange(len(emb))
-        sims = emb[rows] @ query.float()
+        rows = self._group_rows.get(group) if group else torch.arange(len(self))
+        sims = (self._embeddings32 @ query.float())[rows]
         if text is not None and lexical > 0:
             shortlist = sims.topk(min(max(64, k), len(sims)))
             words = _words(text)
@@ -160,21 +166,20 @@ class RetrievalIndex:
         return self._words[row]
 
     def pick(self, prompts: list[str], embed: Callable[[list[str]], torch.Tensor], seeds: list[int],
-             settings: dict, num_tokens: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+             settings: dict) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
         """For each image: (init tokens (B, N) long, keep mask (B, N) bool, the picture drawn). ``embed(texts)``
         gives the sentence embeddings (B, D) of texts (the prompts less any group phrase). Every draw comes from
-        the image's seed alone, so image ``i`` of seed ``s`` is the one a one-image call with ``s + i`` makes."""
+        the image's seed alone, so image ``i`` of seed ``s`` is the one a one-image call with ``s + i`` makes.
+        (``TextToImagePipeline.attach_retrieval`` has checked that the generator draws as many tokens.)"""
         cfg = check_retrieval_settings(settings)
-        if self.tokens.shape[1] != num_tokens:
-            raise CheckpointError(f"the retrieval index holds {self.tokens.shape[1]} tokens per picture; the "
-                                  f"generator draws {num_tokens}")
+        num_tokens = self.tokens.shape[1]
         n_keep = int(round(cfg["keep"] * num_tokens))
-        queries = embed([strip_group(p, self.group_names) for p in prompts])
+        texts = [strip_group(p, self.group_names) for p in prompts]
+        queries = embed(texts)
         tokens, keep, chosen = [], [], []
-        for prompt, q, seed in zip(prompts, queries, seeds):
+        for prompt, text, q, seed in zip(prompts, texts, queries, seeds):
             # hashed: Random("retrieve:0"), Random("retrieve:1"), ... start with correlated draws
             rng = random.Random(int.from_bytes(hashlib.sha256(f"retrieve:{seed}".encode()).digest()[:8], "big"))
-            text = strip_group(prompt, self.group_names)
             sims, rows = self.nearest(q, cfg["top_k"], named_group(prompt, self.group_names), text, cfg["lexical"])
             weights = [math.exp((float(s) - float(sims[0])) / cfg["temperature"]) for s in sims]
             row = int(rows[rng.choices(range(len(rows)), weights=weights)[0]])

@@ -210,8 +210,7 @@ class TextToImagePipeline:
                 def embed(texts: list[str]) -> torch.Tensor:  # the prompts' states are cached just now
                     return sentence_embeddings(self.text_encoder, texts, use_cache=True)
 
-                init, keep, _ = self.retrieval.pick(rows, embed, seeds, self.defaults.get("retrieval", {}),
-                                                    self.generator.config.num_tokens)
+                init, keep, _ = self.retrieval.pick(rows, embed, seeds, self.defaults.get("retrieval", {}))
                 init, keep = init.to(self.device), keep.to(self.device)
             t1 = time.perf_counter()
             sampler = make_sampler(self.generator.kind, steps, scale, temp, self.defaults)

@@ -12,7 +12,7 @@ generator: ``--stop-after decoder`` in a second process); (3) the masked generat
 (``CaptionerTrainConfig.data``, in ``WORK/captioner/model``; the held-out splits' loss, BLEU-4 and CIDEr are only
 logged, never trained on); (6) the pipeline, float16, drawing with the fine-tuned decoder, in ``WORK/pipeline``
 (``--out``) with the captioner as ``captioner/`` and a retrieval index of the training pictures as ``retrieval/``
-(``pixlm.train.retrieval``; ``--retrieval false`` leaves it out), and with ``--scorer-out`` a float16 copy of the
+(``pixlm.train.retrieval``; ``--no-retrieval`` leaves it out), and with ``--scorer-out`` a float16 copy of the
 scorer. Only the
 ``train`` split is ever trained on. Evaluate with ``python benchmarks/emoji.py --model WORK/pipeline --data
 WORK/data --scorer WORK/clip_score/model`` (add ``--captions`` for the captioner). The shipped model and scorer
@@ -49,7 +49,6 @@ The captioner's pictures are never mirrored: captions such as "facing right" wou
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -419,10 +418,9 @@ def run_recipe(cfg: EmojiRecipeConfig) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f in EmojiRecipeConfig.__dataclass_fields__.values():
-        kind = (lambda v: v.lower() in ("1", "true", "yes")) if isinstance(f.default, bool) else type(f.default)
-        ap.add_argument("--" + f.name.replace("_", "-"), type=kind, default=f.default)
+    from pixlm.train.common import config_parser
+
+    ap = config_parser(EmojiRecipeConfig, __doc__)  # one flag per field; booleans as --flag/--no-flag
     ap.add_argument("--export-weights", default="", metavar="DIR",
                     help="only copy what a later session needs to continue (finished tokenizer and decoder, the "
                          "generator's newest checkpoint without optimizer) from WORK to DIR; continue elsewhere with "

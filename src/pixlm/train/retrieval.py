@@ -17,8 +17,6 @@ import json
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
-
 from pixlm.checkpoint import CheckpointError, read_json, write_json
 from pixlm.data.folder import METADATA, ImageFolder
 from pixlm.pipelines.retrieval import (RETRIEVAL_DEFAULTS, RetrievalIndex, check_retrieval_settings,
@@ -51,10 +49,8 @@ def build_index(pipe: TextToImagePipeline, data: str | Path, group_field: str = 
     texts = [list(dict.fromkeys(strip_group(c, group_names) for c in caps)) for caps in captions]
     unique = list(dict.fromkeys(t for ts in texts for t in ts))
     row = {t: i for i, t in enumerate(unique)}
-    emb = []
-    for i in tqdm(range(0, len(unique), batch), desc="embedding captions", disable=not progress):
-        emb.append(sentence_embeddings(pipe.text_encoder, unique[i:i + batch], batch))
-    per_text = torch.cat(emb)
+    per_text = sentence_embeddings(pipe.text_encoder, unique, batch,
+                                   progress="embedding captions" if progress else None)
     owner = torch.tensor([i for i, ts in enumerate(texts) for _ in ts])
     pooled = torch.zeros(len(captions), per_text.shape[1]).index_add_(
         0, owner, per_text[torch.tensor([row[t] for ts in texts for t in ts])])
@@ -87,8 +83,8 @@ def attach_index(model: str | Path, data: str | Path, group_field: str = "", set
     return out
 
 
-RETRIEVAL_NOTICE = ("`retrieval/` holds every training picture of this data as the model's VQ tokens (and embeddings of "
-                    "their captions); they are derived from the pictures above and carry the same licences.")
+RETRIEVAL_NOTICE = ("`retrieval/` holds every training picture of this data as the model's VQ tokens (and embeddings "
+                    "of their captions); they are derived from the pictures above and carry the same licences.")
 
 
 def main(argv: list[str] | None = None) -> None:
