@@ -8,7 +8,7 @@ Systems, each timed at batch 1 (latency: median of ``--repeats`` calls) and batc
 of ``--throughput-repeats`` calls), every call with prompts never seen before (``speed.prompt_stream``, one
 stream per system so no text cache helps):
 
-* ``teacher``: the bundled shapes model at its defaults (8 MaskGIT steps, guidance 2.5: a conditional and an
+* ``teacher``: the bundled student's teacher (``shapes-teacher``) at its defaults (8 MaskGIT steps, guidance 2.5: a conditional and an
   unconditional row per image);
 * ``student k`` (k = 1, 2, 4): the same network at a distilled student's settings (k steps, guidance 1, one row;
   ``pixlm.train.distill.student_pipeline``). A trained student has the teacher's architecture and the loop has
@@ -136,9 +136,11 @@ def time_system(call: Callable[[list[str], int], Any], take: Callable[[int], lis
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cuda")
-    ap.add_argument("--teacher", default="bundled", help="bundled | a model folder")
+    ap.add_argument("--teacher", default="shapes-teacher", help="a model name or folder (default: the 8-step "
+                    "teacher of the bundled student)")
     ap.add_argument("--students", default="1,2,4", help="student step counts")
-    ap.add_argument("--student-dirs", default="", help="K=DIR,... trained students to load (optional)")
+    ap.add_argument("--student-dirs", default="4=shapes", help="K=DIR,... trained students to load (default: the "
+                    "bundled 4-step student; the other step counts run the teacher's network at their settings)")
     ap.add_argument("--batches", default="1,256")
     ap.add_argument("--repeats", type=int, default=30, help="timed batch-1 calls per system")
     ap.add_argument("--throughput-repeats", type=int, default=5, help="timed calls at the larger batches")
@@ -154,7 +156,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     a = ap.parse_args(argv)
     if a.dry_run:
         a.device, a.tiny, a.batches, a.repeats, a.throughput_repeats = "cpu", True, "1,2", 2, 1
-        a.variants, a.amused_dtypes = "reference", "fp32"
+        a.variants, a.amused_dtypes, a.student_dirs = "reference", "fp32", ""
     if a.threads:
         torch.set_num_threads(a.threads)
     if a.device.startswith("cuda") and not torch.cuda.is_available():

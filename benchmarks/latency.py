@@ -1,6 +1,6 @@
 """End-to-end text→image latency at batch 1 (text encoding included), and throughput at larger batches.
 
-    python benchmarks/latency.py [--model DIR] [--steps 8] [--repeats 30] [--out benchmarks/results]
+    python benchmarks/latency.py [--model DIR] [--steps K] [--repeats 30] [--out benchmarks/results]
 
 Every timed call uses a prompt the text cache has not seen ("cold"), unless --warm-cache; the median of
 ``--repeats`` calls after warm-up is reported. Not a test: it measures, it does not assert.
@@ -33,7 +33,7 @@ def prompts(n: int) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=None)
-    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=None, help="default: the model's own")
     ap.add_argument("--guidance", type=float, default=None)
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
@@ -65,7 +65,8 @@ def main() -> None:
         lat.append((time.perf_counter() - t) * 1e3)
         parts.append(out.timings_ms)
     row = {
-        "model": a.model or "bundled shapes-masked", "steps": a.steps, "prompts": a.prompt_file or "relations",
+        "model": a.model or "bundled shapes-masked", "steps": a.steps or pipe.defaults["num_inference_steps"],
+        "prompts": a.prompt_file or "relations",
         "guidance_scale": pipe.defaults["guidance_scale"] if a.guidance is None else a.guidance,
         "threads": a.threads, "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
         "text_cache": "warm" if a.warm_cache else "cold",

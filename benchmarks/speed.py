@@ -4,7 +4,10 @@
     python benchmarks/speed.py --device cuda --batches 1,8 --throughput-batch 64,1024   # GPU
 
 Systems, all with the same steps (8), the same guidance scale (CFG on: conditional and unconditional rows
-in one batch for every system), the same token grid (8×8) and 64×64 output images:
+in one batch for every system), the same token grid (8×8) and 64×64 output images. A distilled student (the
+bundled default since issue 25; ``model_index.json`` holds ``distilled_steps``) runs at its own settings (4 steps,
+guidance built in: one row) against the others at the teacher's 8 steps and guidance; ``--model shapes-teacher``
+times the teacher itself:
 
 * ``pixlm <variant>``: ``TextToImagePipeline`` (MiniLM text encoder, masked transformer, FSQ decoder),
   passed through ``pixlm.inference.optimize`` with the variant's precision (``auto`` is what ``load_pipeline()``
@@ -261,6 +264,35 @@ def build_pixlm(model: str, device: str = "cpu", seed: int = 0) -> tuple[Any, st
     return pipe, "random weights, small preset"
 
 
+def teacher_guidance(model: str) -> float:
+    """The guidance scale of the 8-step model a distilled student came from (its folder's ``teacher/`` variant)."""
+    from pixlm.pipelines.common import model_folder
+
+    index = model_folder(None if model == "bundled" else model) / "teacher" / "model_index.json"
+    if not index.is_file():
+        raise SystemExit(f"{model} is a distilled student without a teacher/ variant; pass --guidance for Amused")
+    return float(json.loads(index.read_text())["defaults"]["guidance_scale"])
+
+
+def build_autoregressive(pipe: Any, device: str) -> Any:
+    """A pipeline of ``pipe``'s tokenizer and text encoder with an autoregressive generator of its generator's width,
+    depth and heads (random weights: speed does not depend on them), at the AR trainer's defaults (64 steps, CFG
+    3), through ``load_pipeline``'s default ``optimize`` (float32 for this family)."""
+    from pixlm.inference import optimize
+    from pixlm.models.autoregressive import AutoregressiveConfig, AutoregressiveTransformer
+    from pixlm.pipelines.text_to_image import TextToImagePipeline
+    from pixlm.train.autoregressive import ARTrainConfig
+
+    c = pipe.generator.config
+    gen = AutoregressiveTransformer(AutoregressiveConfig(vocab_size=c.vocab_size, grid=c.grid, dim=c.dim,
+                                                         layers=c.layers, heads=c.heads, text_dim=c.text_dim))
+    train = ARTrainConfig()
+    defaults = {"num_inference_steps": c.grid * c.grid, "guidance_scale": train.guidance_scale, "temperature": 1.0,
+                "top_k": train.top_k, "top_p": train.top_p}
+    src = clone_pipeline(pipe)
+    return optimize(TextToImagePipeline(src.vq, src.text_encoder, gen.to(device).eval(), defaults, device=device))
+
+
 def clone_pipeline(pipe: Any) -> Any:
     """A copy with its own generator, VQ model, text encoder network and cache (optimize() swaps layers in place)."""
     from collections import OrderedDict
@@ -367,7 +399,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--model", default="bundled", help="bundled | random | a model folder")
     ap.add_argument("--steps", type=int, default=8)
-    ap.add_argument("--guidance", type=float, default=None, help="default: the pixlm model's own")
+    ap.add_argument("--guidance", type=float, default=None, help="default: the pixlm model's own (a distilled "
+                    "student's: its teacher's, from the model folder's teacher/ variant)")
+    ap.add_argument("--pixlm-steps", type=int, default=None, help="pixlm's own steps; default: --steps, or a "
+                    "distilled student's step count")
+    ap.add_argument("--pixlm-guidance", type=float, default=None, help="pixlm's own guidance; default: --guidance, "
+                    "or a distilled student's (1: guidance is built in)")
     ap.add_argument("--repeats", type=int, default=20, help="timed batch-1 calls per system")
     ap.add_argument("--batch-repeats", type=int, default=5, help="timed calls at the other latency batches")
     ap.add_argument("--throughput-repeats", type=int, default=2)
@@ -375,6 +412,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--throughput-batch", default="64", help="comma-separated throughput batch sizes")
     ap.add_argument("--variants", default=None, help="comma-separated pixlm variants (see CPU_VARIANTS)")
     ap.add_argument("--no-amused", action="store_true")
+    ap.add_argument("--no-autoregressive", action="store_true", help="skip the same-size autoregressive pipeline")
     ap.add_argument("--paired-rounds", type=int, default=10,
                     help="rounds of back-to-back pixlm / Amused calls per latency batch (0: off)")
     ap.add_argument("--paired-variant", default=None, help="pixlm variant for the paired rounds "
@@ -409,7 +447,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     base_pipe, model_desc = build_pixlm(a.model, dev)
     cfg = base_pipe.generator.config
     steps = a.steps
-    guidance = base_pipe.defaults["guidance_scale"] if a.guidance is None else a.guidance
+    student = "distilled_steps" in base_pipe.defaults  # draws in its own steps with guidance built in
+    guidance = a.guidance if a.guidance is not None else teacher_guidance(a.model) if student else \
+        base_pipe.defaults["guidance_scale"]
+    p_steps = a.pixlm_steps or (base_pipe.defaults["num_inference_steps"] if student else steps)
+    p_guidance = a.pixlm_guidance if a.pixlm_guidance is not None else \
+        base_pipe.defaults["guidance_scale"] if student else guidance
     gen_params = sum(p.numel() for p in base_pipe.generator.parameters())
     hw = gpu_peak() if cuda else cpu_peak(a.cpu_ghz)
     if a.peak_gflops:
@@ -420,6 +463,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "device": dev, "hardware": hw, "torch": torch.__version__, "threads": torch.get_num_threads(),
         "python": platform.python_version(), "model": model_desc, "steps": steps, "guidance_scale": guidance,
+        "pixlm_steps": p_steps, "pixlm_guidance_scale": p_guidance,
         "grid": cfg.grid, "generator_params": gen_params, "systems": {}, "notes": [
             "Every timed call uses prompts never seen before. pixlm caches text states per prompt, so its empty "
             "unconditional prompt is encoded once per pipeline; AmusedPipeline encodes the prompt and the empty "
@@ -443,11 +487,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # --- FLOPs of pixlm's pipeline at batch 1 (fp32 reference, counted once)
     probe = clone_pipeline(base_pipe)
-    pixlm_flops = count_flops(lambda: probe.generate(take(1)[0], num_inference_steps=steps, guidance_scale=guidance,
-                                                     seed=0))
+    pixlm_flops = count_flops(lambda: probe.generate(take(1)[0], num_inference_steps=p_steps,
+                                                     guidance_scale=p_guidance, seed=0))
     text_len = probe.text_encoder.encode([take(1)[0]])[1].shape[1]
-    ff = forward_flops(cfg, 2 if guidance != 1.0 else 1, text_len)
-    analytic_gen = steps * ff["step"] + ff["prepare"]
+    ff = forward_flops(cfg, 2 if p_guidance != 1.0 else 1, text_len)
+    analytic_gen = p_steps * ff["step"] + ff["prepare"]
 
     def mfu(flops_per_image: float, images_per_s: float) -> float:
         return round(flops_per_image * images_per_s / peak, 4) if peak else float("nan")
@@ -458,14 +502,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         pipe = optimize(clone_pipeline(base_pipe), **flags)
         row: dict[str, Any] = {"flags": flags}
         t0 = time.perf_counter()
-        pipe.generate(take(1)[0], num_inference_steps=steps, guidance_scale=guidance, seed=0)  # compile/capture
+        pipe.generate(take(1)[0], num_inference_steps=p_steps, guidance_scale=p_guidance, seed=0)  # compile/capture
         row["first_call_s"] = round(time.perf_counter() - t0, 2)
         for b in lat_batches + tp_batches:
             reps = a.repeats if b == 1 else a.batch_repeats if b in lat_batches else a.throughput_repeats
             parts: list[dict[str, float]] = []
 
             def call(b: int = b, parts: list = parts, pipe: Any = pipe) -> None:
-                parts.append(pipe.generate(take(b), num_inference_steps=steps, guidance_scale=guidance,
+                parts.append(pipe.generate(take(b), num_inference_steps=p_steps, guidance_scale=p_guidance,
                                            seed=len(parts)).timings_ms)
 
             ms = time_ms(call, reps, 1 if b > 1 else 3, dev)
@@ -498,15 +542,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 row[f"bs{b}"] = s
             if a.paired_rounds and a.paired_variant:
                 row["paired"] = paired_ratios(optimize(clone_pipeline(base_pipe), **variants_all[a.paired_variant]),
-                                              amused_call, take, lat_batches, a.paired_rounds, steps, guidance, dev)
+                                              amused_call, take, lat_batches, a.paired_rounds, p_steps, p_guidance,
+                                              dev)
                 row["paired"]["variant"] = f"pixlm {a.paired_variant}"
         record("amused", row)
 
-    # --- bare references (network only, K steps, CFG-doubled rows)
+    # --- pixlm's own autoregressive generator of the same width and depth (random weights; 64 KV-cached steps)
+    if not a.no_autoregressive:
+        ar = build_autoregressive(base_pipe, dev)
+        row = {"params": sum(p.numel() for p in ar.generator.parameters()), "defaults": ar.defaults}
+        ar.generate(take(1)[0], seed=0)
+        for b in lat_batches + tp_batches:
+            reps = a.repeats if b == 1 else a.batch_repeats if b in lat_batches else a.throughput_repeats
+            row[f"bs{b}"] = summarize(time_ms(lambda b=b: ar.generate(take(b), seed=0), reps, 1 if b > 1 else 3,
+                                              dev), b)
+        record("pixlm autoregressive", row)
+
+    # --- bare references (network only, pixlm's K steps and rows per image)
     gen = copy.deepcopy(base_pipe.generator).eval().requires_grad_(False)
     bare = BareTransformer(cfg, base_pipe.text_encoder.dim).to(dev).eval().requires_grad_(False)
     bare_flops = {}
-    rows_per_image = 2 if guidance != 1.0 else 1
+    rows_per_image = 2 if p_guidance != 1.0 else 1
     with torch.inference_mode():
         for label, net in (("bare pixlm network", gen), ("bare torch transformer", bare)):
             row = {}
@@ -518,12 +574,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 if net is gen:
                     def fn(tokens: torch.Tensor = tokens, text: torch.Tensor = text, mask: torch.Tensor = mask) -> None:
                         prepared = gen.prepare_text(text, mask)
-                        for _ in range(steps):
+                        for _ in range(p_steps):
                             gen(tokens, prepared=prepared)
                 else:
                     def fn(tokens: torch.Tensor = tokens, text: torch.Tensor = text, mask: torch.Tensor = mask) -> None:
                         memory = bare.text_proj(text)
-                        for _ in range(steps):
+                        for _ in range(p_steps):
                             bare(tokens, memory)
                 if b == 1:
                     bare_flops[label] = count_flops(fn)["total"]
@@ -573,7 +629,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["speedup_vs_amused"] = speedups
         best = {f"bs{b}": max(v[f"bs{b}"] for v in speedups.values()) for b in lat_batches + tp_batches}
         result["best_speedup_vs_amused"] = best
-        result["target_5x_met"] = {k: v >= 5.0 for k, v in best.items() if k in ("bs1", "bs8")}
+        result["target_5x_met"] = {k: v >= 5.0 for k, v in best.items() if k in ("bs1", "bs8")}  # issue 21's
+        result["target_10x_met"] = {k: v >= 10.0 for k, v in best.items() if k in ("bs1", "bs8")}  # issue 25's
+    if "pixlm autoregressive" in result["systems"]:
+        ar = result["systems"]["pixlm autoregressive"]
+        result["speedup_vs_autoregressive"] = {
+            name: {f"bs{b}": round(row[f"bs{b}"]["images_per_s"] / ar[f"bs{b}"]["images_per_s"], 2)
+                   for b in lat_batches + tp_batches}
+            for name, row in result["systems"].items() if name.startswith("pixlm") and "flags" in row}
     result["wall_s"] = round(time.perf_counter() - t_start, 1)
     (out / f"{a.tag}.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / f"{a.tag}.partial.json").unlink(missing_ok=True)
@@ -589,7 +652,10 @@ def to_markdown(r: dict[str, Any], batches: list[int]) -> str:
              f"- date: {r['date']}; torch {r['torch']}, diffusers {r.get('diffusers', '?')}, threads {r['threads']}",
              f"- hardware: {json.dumps({k: v for k, v in hw.items() if k != 'flags_avx512'})}",
              f"- model: {r['model']}; generator {r['generator_params']:,} params; {r['grid']}×{r['grid']} tokens; "
-             f"{r['steps']} steps; guidance {r['guidance_scale']} (CFG on for every system)", ""]
+             f"{r['steps']} steps; guidance {r['guidance_scale']} (CFG on for every system)"
+             + (f"; pixlm at its own {r['pixlm_steps']} steps, guidance {r['pixlm_guidance_scale']}"
+                if (r.get("pixlm_steps", r["steps"]), r.get("pixlm_guidance_scale", r["guidance_scale"]))
+                != (r["steps"], r["guidance_scale"]) else ""), ""]
     head = "| system | " + " | ".join(f"bs{b} ms | bs{b} img/s | bs{b} MFU gen/pipe" for b in batches) + " |"
     lines += [head, "|" + "---|" * (1 + 3 * len(batches))]
     for name, row in r["systems"].items():
@@ -615,16 +681,20 @@ def to_markdown(r: dict[str, Any], batches: list[int]) -> str:
               f"generator analytic {f['pixlm_generator_analytic']:,}",
               f"- amused: {json.dumps(f['amused_pipeline_counted'])}", ""]
     if "speedup_vs_amused" in r:
-        lines.append("Speed-up in images/s over AmusedPipeline (same size, steps, grid, guidance):")
+        lines.append("Speed-up in images/s over AmusedPipeline (same size and grid; steps and guidance above):")
         for name, s in r["speedup_vs_amused"].items():
             lines.append(f"- {name}: {s}")
-        lines.append(f"- best: {r['best_speedup_vs_amused']}; 5× target met: {r['target_5x_met']}")
+        lines.append(f"- best: {r['best_speedup_vs_amused']}; 5× target met: {r['target_5x_met']}; 10× target met: "
+                     f"{r.get('target_10x_met')}")
         paired = r["systems"].get("amused", {}).get("paired")
         if paired:
             lines.append(f"- paired rounds ({paired['rounds']} back-to-back pixlm / Amused calls per batch, "
                          f"{paired['variant']}): Amused time ÷ pixlm time, median (p10–p90): " + ", ".join(
                              f"{k} {v['median_ratio']}× ({v['p10_p90'][0]}–{v['p10_p90'][1]})"
                              for k, v in paired.items() if k.startswith("bs")))
+    if "speedup_vs_autoregressive" in r:
+        lines.append("Speed-up in images/s over pixlm's autoregressive generator of the same size (64 steps):")
+        lines += [f"- {name}: {s}" for name, s in r["speedup_vs_autoregressive"].items()]
     lines += [""] + [f"- {n}" for n in r.get("notes", [])]
     lines += ["", "MFU = model FLOPs/s ÷ estimated fp32 peak (" + hw.get("basis", "") + "); gen = generator "
               "network FLOPs, pipe = whole pipeline (text encoder + generator + decoder). The peak is an estimate, "

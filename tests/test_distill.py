@@ -12,6 +12,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from pixlm.checkpoint import CheckpointError
 from pixlm.pipelines.text_to_image import load_pipeline
 from pixlm.testing import tiny_pipeline
 from pixlm.train.distill import DistillConfig, check_steps, distill, student_states
@@ -31,6 +32,13 @@ def test_student_states_lie_on_the_teacher_path() -> None:
     assert torch.equal(targets[:4], traj[0, 7].expand(4, 3)) and torch.equal(targets[4:], traj[1, 7].expand(4, 3))
     one, one_t = student_states(traj, 1, mask)
     assert (one == mask).all() and torch.equal(one_t, traj[:, 7])
+
+
+def test_a_given_start_is_state_zero() -> None:
+    traj = torch.arange(2 * 8 * 3).view(2, 8, 3)
+    start = torch.tensor([[5, 99, 99], [99, 7, 99]])  # retrieved tokens kept, the rest masked
+    states, _ = student_states(traj, 2, 99, start)
+    assert torch.equal(states[[0, 2]], start) and torch.equal(states[[1, 3]], traj[:, 3])
 
 
 @pytest.mark.parametrize("k", [3, 8, 0, 12])
@@ -171,8 +179,94 @@ def test_a_scene_grammar_students_rollouts_are_read_and_laid_out(tmp_path: Path)
     prompts = tmp_path / "p.txt"
     prompts.write_text("Draw me a big azure box!\na circle and a square\n", encoding="utf-8")
     distill(replace(_cfg(teacher, tmp_path / "r"), steps=1, rollouts=2, prompts=str(prompts)))
+    counts = []
     for i in range(2):
         with safe_open(str(tmp_path / "r" / "rollouts" / f"chunk-{i:05d}.safetensors"), "pt") as f:
             (prompt,) = json.loads(f.metadata()["prompts"])
         objects = parse_prompt(prompt)["objects"]  # the caption grammar, every object in a cell of its own
-        assert all("row" in o for o in objects) and len(objects) == i + 1, prompt
+        assert all("row" in o for o in objects), prompt
+        counts.append(len(objects))
+    assert sorted(counts) == [1, 2]  # both prompts of the file, in an order drawn from the seed
+
+
+def test_a_retrieval_teachers_rollouts_start_from_the_retrieved_picture(tmp_path: Path) -> None:
+    from pixlm.pipelines.retrieval import sentence_embeddings
+    from pixlm.train.retrieval import attach_index
+    from test_retrieval import write_data
+
+    model = tiny_pipeline(seed=3).save_pretrained(tmp_path / "teacher")
+    pipe = load_pipeline(str(model), precision="reference")
+    pipe.defaults.update(TEACHER_DEFAULTS)
+    pipe.save_pretrained(model)
+    (model / "ATTRIBUTION.md").write_text("# Attribution\nThe pictures: see LICENSE-art.txt.\n")
+    (model / "LICENSE-art.txt").write_text("the pictures' licence\n")
+    attach_index(model, write_data(tmp_path / "data"), group_field="style", settings={"top_k": 1, "keep": 0.5})
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("green leaf, noto style\n", encoding="utf-8")
+    out = distill(replace(_cfg(model, tmp_path / "r"), steps=1, rollouts=1, prompts=str(prompts)))
+    teacher = load_pipeline(str(model), precision="reference")
+    with safe_open(str(tmp_path / "r" / "rollouts" / "chunk-00000.safetensors"), "pt") as f:
+        start, traj = f.get_tensor("start")[0].long(), f.get_tensor("tokens")[0].long()
+    init, keep, rows = teacher.retrieval.pick(["green leaf, noto style"],
+                                              lambda t: sentence_embeddings(teacher.text_encoder, t), [0], {})
+    assert rows == [1] and int(keep.sum()) == 32  # the leaf, half its tokens kept
+    mask_id = teacher.generator.config.mask_id
+    assert torch.equal(start, torch.where(keep[0], init[0], mask_id))
+    assert torch.equal(traj[-1][keep[0]], init[0][keep[0]])  # the kept tokens never move
+    assert (traj[0] == mask_id).sum() == math.floor(32 * math.cos(math.pi / 2 / 4))  # the schedule over the rest
+    student = load_pipeline(str(out), precision="reference")
+    assert student.retrieval is not None and len(student.retrieval) == 4  # the student draws from the same index
+    assert (out / "LICENSE-art.txt").read_text() == "the pictures' licence\n"
+    assert (out / "ATTRIBUTION.md").read_text() == (model / "ATTRIBUTION.md").read_text()
+
+
+def test_installing_a_student_keeps_its_teacher_as_a_variant(teacher_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from pixlm.train.distill import install_student
+
+    target = Path(shutil.copytree(teacher_dir, tmp_path / "model"))
+    student = distill(replace(_cfg(target, tmp_path / "r"), steps=1, rollouts=2))
+    other = distill(replace(_cfg(teacher_dir, tmp_path / "o"), steps=1, rollouts=2, seed=5))
+    install_student(student, target)
+    pipe, teacher = (load_pipeline(str(p), precision="reference") for p in (target, target / "teacher"))
+    assert pipe.defaults["distilled_steps"] == 2 and teacher.defaults == TEACHER_DEFAULTS
+    assert sorted(p.name for p in (target / "teacher").iterdir()) == [".complete", "generator", "model_index.json"]
+    vq_t, vq_s = teacher.vq.state_dict(), pipe.vq.state_dict()
+    assert all(torch.equal(vq_t[k], vq_s[k]) for k in vq_s)  # components the variant shares with its base
+    want = load_file(str(teacher_dir / "generator" / "model.safetensors"))
+    got = load_file(str(target / "teacher" / "generator" / "model.safetensors"))
+    assert all(torch.equal(want[k], got[k]) for k in want)  # the teacher's own weights
+    s1 = load_file(str(student / "generator" / "model.safetensors"))
+    installed = load_file(str(target / "generator" / "model.safetensors"))
+    assert all(torch.equal(s1[k].to(want[k].dtype), v) for k, v in installed.items())  # in the teacher's dtype
+    assert teacher.generate("a red circle", seed=0).tokens.shape == (1, 8, 8)
+    from pixlm.pipelines.editing import resample_tokens
+
+    fast = load_pipeline(str(target))  # the default precision: the teacher's generator gets the same swaps
+    editor = fast.editing_pipeline()
+    assert editor is fast.editing_pipeline() and editor.defaults == TEACHER_DEFAULTS
+    assert editor.vq is fast.vq and editor.text_encoder is fast.text_encoder
+    assert editor.inference_settings == fast.inference_settings
+    init = torch.zeros(1, 64, dtype=torch.long)
+    keep = torch.arange(64).view(1, 64) < 32
+    seen: list[int] = []
+    resample_tokens(fast, init, keep, ["a red circle"], callback=lambda i, k, tokens: seen.append(k))
+    assert seen == [4] * 4  # edits draw at the teacher's own steps, not the student's 2
+    install_student(other, target)  # a second student from the same teacher replaces the first
+    (target / "LICENSE-art.txt").write_text("licence\n")
+    with pytest.raises(ValueError, match=r"itself a 2-step student; .*--teacher .*teacher\)"):
+        distill(replace(_cfg(target, tmp_path / "s"), steps=1, rollouts=2))
+    again = distill(replace(_cfg(target / "teacher", tmp_path / "t"), steps=1, rollouts=2))  # from the variant
+    assert (again / "LICENSE-art.txt").read_text() == "licence\n"  # the base folder's licences travel along
+    install_student(again, target)
+    assert json.loads((target / "teacher" / "model_index.json").read_text())["defaults"] == TEACHER_DEFAULTS
+    unrelated = tiny_pipeline(seed=9)
+    unrelated.defaults.update(TEACHER_DEFAULTS)
+    foreign = distill(replace(_cfg(unrelated.save_pretrained(tmp_path / "u"), tmp_path / "f"), steps=1, rollouts=2))
+    with pytest.raises(ValueError, match="was not distilled from the generator of"):
+        install_student(foreign, target)
+    with pytest.raises(CheckpointError, match="base='nowhere' must name a model folder"):
+        index = json.loads((target / "teacher" / "model_index.json").read_text())
+        (target / "teacher" / "model_index.json").write_text(json.dumps({**index, "base": "nowhere"}))
+        load_pipeline(str(target / "teacher"))

@@ -138,3 +138,18 @@ def test_generated_pictures_are_labelled_with_what_the_model_read(page) -> None:
         labels = [t.strip() for t in pg.locator("#results figcaption span").all_inner_texts()]
         pg.close()
     assert labels == ["#1: a large blue square", "#2: a large blue square"]
+
+
+def test_a_distilled_model_draws_with_the_forms_defaults_left_blank(page) -> None:
+    pipe = tiny_pipeline()
+    pipe.defaults.update(num_inference_steps=2, distilled_steps=2, guidance_scale=1.0)  # asking 8 steps is an error
+    with serve_in_thread(build_app(pipe)) as base:
+        pg = page.context.browser.new_page()  # the module's browser, another server
+        pg.goto(base + "/")
+        assert pg.input_value("#steps") == "" and pg.input_value("#guidance") == ""  # the model's own
+        pg.fill("#prompt", "a red circle")
+        pg.fill("#n", "1")
+        pg.click("#generate")
+        pg.wait_for_selector("#results figure img", timeout=20_000)
+        assert pg.inner_text("#generate-error") == ""
+        pg.close()

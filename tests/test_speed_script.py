@@ -70,3 +70,14 @@ def test_speed_script_paired_ratios_time_both_systems_per_round(monkeypatch):
     assert [b for _, b in calls[:14]] == [1] * 14 and [b for _, b in calls[14:]] == [2] * 14
     for key in ("bs1", "bs2"):
         assert out[key] == {"median_ratio": 4.0, "p10_p90": [4.0, 4.0]}
+
+
+def test_a_students_rivals_run_at_its_teachers_guidance(tmp_path):
+    import json
+
+    speed = _speed_module()
+    (tmp_path / "teacher").mkdir()
+    (tmp_path / "teacher" / "model_index.json").write_text(json.dumps({"defaults": {"guidance_scale": 2.5}}))
+    assert speed.teacher_guidance(str(tmp_path)) == 2.5
+    with pytest.raises(SystemExit, match="without a teacher/ variant; pass --guidance"):
+        speed.teacher_guidance(str(tmp_path / "teacher"))

@@ -29,6 +29,9 @@ def atomic_write_dir(target: str | os.PathLike, write: Any) -> Path:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would make an installed model folder unreadable to other users
     try:
         write(tmp)
         (tmp / ".complete").write_text("ok\n")

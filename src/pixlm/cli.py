@@ -148,10 +148,12 @@ def data_shard(
 def generate(
     prompt: Annotated[str, typer.Argument(help="What to draw, e.g. \"two red circles above a blue square\".")],
     out: Annotated[Path, typer.Option(help="Output folder for the PNGs.")] = Path("out"),
-    model: Annotated[Optional[str], typer.Option(help="Model folder, or a bundled model: shapes (the default) "
-                                                 "or emoji.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Model folder, or a bundled model: shapes (the default), "
+                                                 "emoji, or shapes-teacher / emoji-teacher (the 8-step models the "
+                                                 "bundled ones were distilled from).")] = None,
     num_images: Annotated[int, typer.Option("--num-images", "-n", help="Images to make.")] = 1,
-    steps: Annotated[Optional[int], typer.Option(help="Parallel decoding steps (default 8).")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Parallel decoding steps (default: the model's; a distilled "
+                                                 "model draws only in its own).")] = None,
     guidance: Annotated[Optional[float], typer.Option(help="Classifier-free guidance scale.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed; same seed, same images.")] = None,
     negative_prompt: Annotated[Optional[str], typer.Option(help="What to steer away from.")] = None,
@@ -322,8 +324,9 @@ app.add_typer(export_app, name="export")
 @export_app.command("onnx")
 def export_onnx_cmd(
     out: Annotated[Path, typer.Option(help="Output folder (an earlier export there is replaced).")],
-    model: Annotated[Optional[str], typer.Option(help="Model folder, or a bundled model: shapes (the default) "
-                                                 "or emoji.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Model folder, or a bundled model: shapes (the default), "
+                                                 "emoji, or shapes-teacher / emoji-teacher (the 8-step models the "
+                                                 "bundled ones were distilled from).")] = None,
 ) -> None:
     """Write the text encoder, one generator step and the VQ decoder as ONNX graphs, plus the sampler settings;
     run them with `pixlm.load_pipeline(OUT, backend="onnxruntime")` (ONNX Runtime: `pip install 'pixlm[onnx]'`)."""

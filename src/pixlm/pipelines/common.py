@@ -23,9 +23,12 @@ MAX_STEPS = 64
 MAX_GUIDANCE = 50.0
 BUNDLED = "shapes-masked"
 # Names that ``load_pipeline`` (and ``--model`` on the command line) resolves to bundled model folders.
-MODEL_NAMES = {"shapes": BUNDLED, "emoji": "emoji-masked"}
+# A distilled few-step student is the default; its ``teacher/`` variant folder keeps the model it was distilled from.
+MODEL_NAMES = {"shapes": BUNDLED, "emoji": "emoji-masked",
+               "shapes-teacher": f"{BUNDLED}/teacher", "emoji-teacher": "emoji-masked/teacher"}
 _RECIPES = {BUNDLED: "python -m pixlm.train.bundle",
             "emoji-masked": "python -m pixlm.train.emoji --work runs/emoji --out src/pixlm/assets/emoji-masked"}
+VARIANT_BASE = "base"  # model_index.json key of a variant folder: where the components it lacks are
 
 PreviewCallback = Callable[[int, int, torch.Tensor], None]
 
@@ -46,6 +49,29 @@ def bundled_model_path(name: str = BUNDLED) -> Path:
         raise CheckpointError(f"bundled model {name!r} is not installed at {path}; rebuild it with "
                               f"`{_RECIPES.get(name, 'python -m pixlm.train.bundle')}` (see README)")
     return path
+
+
+def component_finder(root: Path, index: dict) -> Callable[[str], Path]:
+    """Where a model folder's component lives: ``root/name``, or, for a *variant folder* (its
+    ``model_index.json`` names a ``"base"`` folder, relative to it) that lacks the component, ``base/name``.
+
+    A variant holds only what differs from its base, e.g. a distilled model's ``teacher/`` variant: its own
+    ``generator/`` and defaults, with the tokenizer, text encoder, captioner and index of the folder above."""
+    base = index.get(VARIANT_BASE)
+    if base is None:
+        return lambda name: root / name
+    if not isinstance(base, str) or not (root / base / "model_index.json").is_file():
+        raise CheckpointError(f"{root}/model_index.json: base={base!r} must name a model folder relative to it")
+    return lambda name: root / name if (root / name).exists() else root / base / name
+
+
+def model_folder(model: str | os.PathLike | None) -> Path:
+    """The folder of a model given by a bundled model's name (``MODEL_NAMES``) or a path; None: the bundled one."""
+    if model is None:
+        return bundled_model_path()
+    if isinstance(model, str) and model in MODEL_NAMES:
+        return bundled_model_path(MODEL_NAMES[model])
+    return Path(model)
 
 
 def check_prompts(prompt: str | list[str], name: str = "prompt") -> list[str]:

@@ -169,6 +169,7 @@ def resample_tokens(pipe: TextToImagePipeline, init: torch.Tensor, keep: torch.T
     Kept tokens come back unchanged (the sampler never touches them). ``generator``: one per row (row ``i`` draws
     only from ``generator[i]``). Returns (B, N) tokens.
     """
+    pipe = pipe.editing_pipeline()  # a distilled student's edits draw with its teacher
     _check_masked(pipe)
     steps, scale = _settings(pipe, 1, steps, scale)
     if init.shape != keep.shape or init.shape[0] != len(rows):
@@ -232,6 +233,7 @@ def inpaint(pipe: TextToImagePipeline, image: Image.Image, prompt: str, mask: Im
     output the first whose geometric reading shows the planned scene (else the first); 1 when not guided.
     ``keep_pixels``: outside the mask the output shows the input's own pixels (:func:`keep_source_pixels`); the
     returned tokens are the sampler's either way."""
+    pipe = pipe.editing_pipeline()  # a distilled student's edits draw with its teacher
     t0 = time.perf_counter()
     guided, candidates = _guided_settings(pipe, guided, candidates)
     b = num_images * candidates
@@ -366,6 +368,7 @@ def variation(pipe: TextToImagePipeline, image: Image.Image, prompt: str | None 
 
     Without ``prompt`` the resampling is unconditional (empty prompt, no guidance); with one it is steered by it.
     """
+    pipe = pipe.editing_pipeline()  # a distilled student's edits draw with its teacher
     t0 = time.perf_counter()
     check_number(strength, "strength", 1e-9, 1.0, integer=False)
     rows = check_prompts(prompt) * num_images if prompt is not None else [""] * num_images
@@ -403,6 +406,7 @@ def outpaint(pipe: TextToImagePipeline, image: Image.Image, prompt: str, left: i
     filled window by window, each window the generator's own grid size and at least half known where possible. With
     ``extend=False`` the picture keeps its size and its content shifts away from the new strip (one side per axis).
     """
+    pipe = pipe.editing_pipeline()  # a distilled student's edits draw with its teacher
     t0 = time.perf_counter()
     guided, candidates = _guided_settings(pipe, guided, candidates)
     b = num_images * candidates  # until the first window is drawn
@@ -524,6 +528,7 @@ def instruct(pipe: TextToImagePipeline, image: Image.Image, instruction: str, nu
     tokenizer's blank-canvas tokens instead of generating them. With ``candidates`` > 1, each output is the first
     of that many samples whose geometric reading satisfies the target (else the first).
     """
+    pipe = pipe.editing_pipeline()  # a distilled student's edits draw with its teacher
     t0 = time.perf_counter()
     if fill_empty not in ("blank", "generate"):
         raise ValueError(f"fill_empty={fill_empty!r} must be 'blank' or 'generate'")

@@ -29,8 +29,10 @@ from pixlm.pipelines.common import (
     check_prompts,
     encode_images,
     check_sampling_args,
+    component_finder,
     make_generator,
     make_generators,
+    model_folder,
     tokens_to_images,
 )
 from pixlm.models.autoregressive import AutoregressiveTransformer
@@ -66,6 +68,8 @@ class TextToImagePipeline:
         self.captioner = None  # a pixlm.models.captioner.Captioner, loaded lazily from captioner_path by caption()
         self.captioner_path: Path | None = None
         self.retrieval: RetrievalIndex | None = None  # training pictures to redraw from (``pipelines.retrieval``)
+        self.teacher_path: Path | None = None  # a distilled student's ``teacher/`` variant: edits draw with it
+        self._editing: TextToImagePipeline | None = None
         if generator.config.vocab_size != vq.vocab_size:
             raise CheckpointError(f"generator vocab {generator.config.vocab_size} != tokenizer vocab {vq.vocab_size}")
         if generator.config.text_dim != text_encoder.dim:
@@ -82,15 +86,43 @@ class TextToImagePipeline:
         kind = index.get("generator")
         if kind not in GENERATORS:
             raise CheckpointError(f"{root}/model_index.json names generator {kind!r}; known: {sorted(GENERATORS)}")
-        vq = VQModel.from_pretrained(root / "vq", map_location=device)
-        text = TextEncoder.from_pretrained(root / "text_encoder", device=device)
+        part = component_finder(root, index)
+        vq = VQModel.from_pretrained(part("vq"), map_location=device)
+        text = TextEncoder.from_pretrained(part("text_encoder"), device=device)
         gen = GENERATORS[kind].from_pretrained(root / "generator", map_location=device)
         pipe = cls(vq, text, gen, index.get("defaults"), device=device)
-        pipe.expander_path = root / "expander" if (root / "expander").is_dir() else None
-        pipe.captioner_path = root / "captioner" if (root / "captioner").is_dir() else None
-        if (root / "retrieval").is_dir():
-            pipe.attach_retrieval(RetrievalIndex.from_pretrained(root / "retrieval"))
+        pipe.expander_path = part("expander") if part("expander").is_dir() else None
+        pipe.captioner_path = part("captioner") if part("captioner").is_dir() else None
+        if part("retrieval").is_dir():
+            pipe.attach_retrieval(RetrievalIndex.from_pretrained(part("retrieval")))
+        if "distilled_steps" in pipe.defaults and (root / "teacher" / "model_index.json").is_file():
+            pipe.teacher_path = root / "teacher"
         return pipe
+
+    def editing_pipeline(self) -> "TextToImagePipeline":
+        """The pipeline edits (``pixlm.pipelines.editing``) draw with: this one, or for a distilled student whose
+        folder keeps its teacher (``teacher/``), that teacher at its own steps and guidance. A student is trained on
+        the teacher's text-to-image paths only, and on outpainting it fell short of the teacher (43/50 against
+        48/50 on ``benchmarks/fill_edits.py --seed 4242``). The teacher shares this pipeline's tokenizer, text
+        encoder, captioner and index; its generator loads on first use, at this pipeline's precision."""
+        if self.teacher_path is None:
+            return self
+        if self._editing is None:
+            index = read_json(self.teacher_path / "model_index.json")
+            gen = GENERATORS[index["generator"]].from_pretrained(self.teacher_path / "generator",
+                                                                 map_location=str(self.device))
+            pipe = TextToImagePipeline(self.vq, self.text_encoder, gen, index.get("defaults"), device=str(self.device))
+            pipe.expander, pipe.expander_path = self.expander, self.expander_path
+            pipe.captioner, pipe.captioner_path = self.captioner, self.captioner_path
+            pipe.retrieval = self.retrieval
+            settings = getattr(self, "inference_settings", None)
+            if settings is not None:
+                from pixlm.inference import optimize_generator
+
+                optimize_generator(gen, settings["precision"], compile=settings["compile"])
+                pipe.inference_settings = settings
+            self._editing = pipe
+        return self._editing
 
     def attach_retrieval(self, index: RetrievalIndex | None) -> None:
         """Draw from ``index`` by default (see ``pixlm.pipelines.retrieval``); None detaches it. The index must
@@ -142,7 +174,8 @@ class TextToImagePipeline:
         if distilled is not None and steps != distilled:
             raise ValueError(f"num_inference_steps={steps}: this model was distilled to draw in {distilled} steps "
                              f"(model_index.json defaults.distilled_steps); use {distilled}, or its teacher for "
-                             "other step counts")
+                             "other step counts (the folder's teacher/ variant: --model shapes-teacher or "
+                             "emoji-teacher for the bundled models)")
         return steps, scale
 
     def text_conditioning(self, rows: list[str], negatives: list[str] | None,
@@ -348,8 +381,9 @@ BACKENDS = ("torch", "onnxruntime")
 
 def load_pipeline(path: str | os.PathLike | None = None, device: str = "cpu", precision: str = "auto",
                   backend: str = "torch", threads: int | None = None) -> TextToImagePipeline:
-    """Load a pipeline from a model folder or a bundled model's name (``shapes``, ``emoji``); ``None`` loads
-    the bundled shapes model. A name wins over a folder of the same name: write ``./emoji`` for the folder.
+    """Load a pipeline from a model folder or a bundled model's name (``shapes``, ``emoji``; ``shapes-teacher``,
+    ``emoji-teacher`` for the 8-step models they were distilled from); ``None`` loads the bundled shapes model. A
+    name wins over a folder of the same name: write ``./emoji`` for the folder.
 
     ``precision`` (``pixlm.inference.PRECISIONS``): ``"auto"`` (default) the fastest inference path whose dev-set
     accuracy is within 1 point of float32 on this machine, ``"reference"`` plain float32 (bit-exact comparisons),
@@ -370,9 +404,7 @@ def load_pipeline(path: str | os.PathLike | None = None, device: str = "cpu", pr
         if precision != "auto":
             raise ValueError(f"precision={precision!r} applies to the torch backend; an ONNX export runs in float32")
         return _load_onnx(path, threads)
-    if isinstance(path, str) and path in MODEL_NAMES:
-        path = bundled_model_path(MODEL_NAMES[path])
-    return optimize(TextToImagePipeline.from_pretrained(path, device=device), precision)
+    return optimize(TextToImagePipeline.from_pretrained(model_folder(path), device=device), precision)
 
 
 def _load_onnx(path: str | os.PathLike, threads: int | None) -> TextToImagePipeline:

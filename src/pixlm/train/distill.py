@@ -1,17 +1,22 @@
 """Distil an 8-step guided masked generator into a student that draws in 1, 2 or 4 steps with guidance built in.
 
-    python -m pixlm.train.distill --teacher shapes --out runs/distill/k2 --steps-student 2 --resume
+    python -m pixlm.train.distill --teacher shapes-teacher --out runs/distill/k2 --steps-student 2 --resume
 
-writes ``OUT/pipeline``: the teacher's tokenizer, text encoder, expander and captioner with the student generator,
-whose ``model_index.json`` defaults are the teacher's with ``num_inference_steps = distilled_steps = k`` and
-``guidance_scale = 1`` (no unconditional row). Run the same command again to resume (``--resume``).
+writes ``OUT/pipeline``: the teacher's tokenizer, text encoder, expander, captioner, retrieval index and licence
+files with the student generator, whose ``model_index.json`` defaults are the teacher's with
+``num_inference_steps = distilled_steps = k`` and ``guidance_scale = 1`` (no unconditional row), and whose
+``distillation`` entry records the run and the teacher generator's sha256. Run the same command again to resume
+(``--resume``). ``--install FOLDER`` then makes the student the default of the teacher's model folder and keeps
+the teacher as its ``teacher/`` variant (``install_student``; the bundled models were made so).
 
 Method: *trajectory distillation with Monte-Carlo targets* (sequence-level knowledge distillation on the
 teacher's own sampling trajectories)
 -----------------------------------------------------------------------------------------------------------
 1. Rollouts. The teacher runs its own sampler at its own defaults (K = 8 MaskGIT steps, guidance, temperatures,
    revision) on P prompts, one seeded generator per prompt; every intermediate token grid is kept (``(P, K, N)``,
-   cached in ``OUT/rollouts/`` chunk by chunk, a pure function of (seed, prompt index)).
+   cached in ``OUT/rollouts/`` chunk by chunk, a pure function of (seed, prompt index)). A teacher with a retrieval
+   index (the emoji model) starts each rollout from the picture it retrieves, its kept tokens fixed, as
+   ``generate`` does; that start is kept too and is the student's first state.
 2. States. The student's k-step cosine schedule visits k states: all masked, then the grids with
    ``floor(N cos(pi/2 j/k))`` tokens still masked, j = 1 … k-1. Because the teacher uses the same cosine schedule,
    the teacher's grid after its step ``K j/k - 1`` has exactly that many masked tokens: those grids are the
@@ -57,18 +62,24 @@ Asking a distilled model for another step count is an error (``TextToImagePipeli
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
+from pixlm.checkpoint import atomic_write_dir, read_json, write_json
 from pixlm.models.masked import MaskedTransformer
+from pixlm.pipelines.common import VARIANT_BASE, model_folder
+from pixlm.pipelines.retrieval import sentence_embeddings
 from pixlm.pipelines.text_to_image import TextToImagePipeline, load_pipeline
 from pixlm.sampling.registry import make_sampler
 from pixlm.train.common import config_parser, save_tensors_atomic
@@ -81,7 +92,8 @@ class DistillConfig:
     teacher: str = "shapes"  # a model folder, or a bundled model's name (shapes, emoji)
     out: str = "runs/distill"
     steps_student: int = 2  # the student's sampling steps (a divisor of the teacher's, smaller than it)
-    prompts: str = ""  # a text file of prompts (one per line) or a JSONL with "prompt"/"text"; empty = shapes prompts
+    prompts: str = ""  # a text file of prompts (one per line) or a JSONL with "prompt"/"text", taken in an order
+    # drawn from the seed (cycled when the rollouts outnumber them); empty = shapes prompts
     rollouts: int = 2048  # teacher rollouts (prompt, trajectory) to distil from
     rollout_batch: int = 64  # prompts per teacher sampling call (and per cached chunk)
     steps: int = 1000
@@ -99,6 +111,7 @@ class DistillConfig:
     max_minutes: float = 0.0  # wall-clock limit counted from the start (rollouts included); 0 = none
     stop_after: int = 0  # stop after this step (0 = run to ``steps``); the schedule still spans ``steps``
     resume: bool = False
+    install: str = ""  # at the end, make the student the default of this model folder (the teacher's; see install_student)
 
 
 # ---------------------------------------------------------------------------------------------- prompts
@@ -146,24 +159,37 @@ def check_steps(teacher_steps: int, student_steps: int) -> None:
 
 
 @torch.no_grad()
-def teacher_rollouts(teacher: TextToImagePipeline, prompts: list[str], seeds: list[int]) -> torch.Tensor:
+def teacher_rollouts(teacher: TextToImagePipeline, prompts: list[str], seeds: list[int],
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The teacher's sampler at its defaults on ``prompts`` (row i seeded ``seeds[i]``): every intermediate grid,
-    (B, K, N) int64, the last one the final picture's tokens."""
+    (B, K, N) int64, the last one the final picture's tokens; and, on a teacher with a retrieval index, the grid it
+    starts from (B, N): the retrieved picture's kept tokens, the rest masked (``generate``'s default path), else
+    None (it starts fully masked)."""
     d = teacher.defaults
     steps, scale = d["num_inference_steps"], d["guidance_scale"]
     sampler = make_sampler("masked", steps, scale, d["temperature"], d)
     cond, uncond = teacher.text_conditioning(prompts, None, scale)
+    start: dict = {}
+    first = None
+    if teacher.retrieval is not None:
+        init, keep, _ = teacher.retrieval.pick(
+            prompts, lambda texts: sentence_embeddings(teacher.text_encoder, texts), seeds, d.get("retrieval", {}))
+        first = torch.where(keep, init, teacher.generator.config.mask_id)
+        start = {"init_tokens": init.to(teacher.device), "keep": keep.to(teacher.device)}
     grids: list[torch.Tensor] = []
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     sampler.sample(teacher.generator, cond, uncond, len(prompts), generator=gens,
-                   callback=lambda i, k, tokens: grids.append(tokens.clone()))
-    return torch.stack(grids, 1)
+                   callback=lambda i, k, tokens: grids.append(tokens.clone()), **start)
+    return torch.stack(grids, 1), first
 
 
 def build_rollouts(cfg: DistillConfig, teacher: TextToImagePipeline, run: Path) -> dict[str, torch.Tensor]:
     """``cfg.rollouts`` teacher trajectories ``tokens`` (P, K, N) int16 with their prompts' ragged text states
-    (``text``, ``offsets``, as the generator trainer's pool), cached chunk by chunk in ``run/rollouts/``."""
+    (``text``, ``offsets``, as the generator trainer's pool) and, for a teacher with a retrieval index, the grids
+    they start from (``start`` (P, N)), cached chunk by chunk in ``run/rollouts/``."""
     file_prompts = read_prompt_file(cfg.prompts) if cfg.prompts else None
+    if file_prompts:  # in an order drawn from the seed: a file sorted by name must not give only its first names
+        random.Random(cfg.seed).shuffle(file_prompts)
     folder = run / "rollouts"
     folder.mkdir(parents=True, exist_ok=True)
     pool: dict[str, torch.Tensor] | None = None
@@ -177,25 +203,34 @@ def build_rollouts(cfg: DistillConfig, teacher: TextToImagePipeline, run: Path) 
                        for i in idx]
             seeds = [cfg.seed * 1_000_003 + i for i in idx]
             prompts = reader.read_prompts(prompts, seeds)[0]  # as the student will read them (and lay them out)
-            tokens = teacher_rollouts(teacher, prompts, seeds)
+            tokens, first = teacher_rollouts(teacher, prompts, seeds)
             chunk = {"tokens": tokens.to(torch.int16), **_encode_texts(teacher.text_encoder, prompts, None)}
+            if first is not None:
+                chunk["start"] = first.to(torch.int16)
             save_tensors_atomic(chunk, path, {"prompts": json.dumps(prompts)})
         chunk = load_file(str(path))
         if chunk["tokens"].shape[0] != len(idx):
             raise ValueError(f"{path} holds {chunk['tokens'].shape[0]} rollouts, expected {len(idx)}: it was made "
                              f"with another --rollout-batch; use that value or a new --out")
-        pool = chunk if pool is None else _append(pool, chunk)
+        pool = chunk if pool is None else {**_append(pool, chunk), **(
+            {"start": torch.cat([pool["start"], chunk["start"]])} if "start" in chunk else {})}
     assert pool is not None
     return pool
 
 
-def student_states(trajectories: torch.Tensor, k: int, mask_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def student_states(trajectories: torch.Tensor, k: int, mask_id: int, start: torch.Tensor | None = None,
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """The k states a k-step sampler visits on each teacher trajectory (B, K, N), and their targets.
 
-    Returns ``states`` (B·k, N) — rollout b's state j at row b·k + j: all masked for j = 0, the teacher's grid
-    after step K·j/k - 1 otherwise — and ``targets`` (B·k, N), the rollout's final grid repeated."""
+    Returns ``states`` (B·k, N) — rollout b's state j at row b·k + j: its start for j = 0 (``start`` (B, N), or
+    all masked), the teacher's grid after step K·j/k - 1 otherwise — and ``targets`` (B·k, N), the rollout's final
+    grid repeated. A start with given tokens (retrieval) scales the schedule to its masked count in both samplers,
+    so the teacher's grid after step K·j/k - 1 is still the student's state j."""
     b, steps, n = trajectories.shape
-    first = torch.full((b, 1, n), mask_id, dtype=trajectories.dtype)
+    if start is None:
+        first = torch.full((b, 1, n), mask_id, dtype=trajectories.dtype)
+    else:
+        first = start.to(trajectories.dtype).view(b, 1, n)
     later = trajectories[:, [steps * j // k - 1 for j in range(1, k)]]  # (B, k - 1, N)
     states = torch.cat([first, later], 1).reshape(b * k, n)
     targets = trajectories[:, -1:].expand(b, k, n).reshape(b * k, n)
@@ -217,7 +252,42 @@ def student_pipeline(teacher: TextToImagePipeline, student: MaskedTransformer, k
     pipe = TextToImagePipeline(teacher.vq, teacher.text_encoder, student, student_defaults(teacher.defaults, k),
                                device=str(teacher.device))
     pipe.expander_path, pipe.captioner_path = teacher.expander_path, teacher.captioner_path
+    pipe.attach_retrieval(teacher.retrieval)
     return pipe
+
+
+def generator_sha256(folder: Path) -> str:
+    """The fingerprint of a generator folder's weights (its ``model.safetensors``)."""
+    return hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+
+
+def install_student(student: Path, target: Path) -> Path:
+    """Make the student pipeline folder ``student`` (this recipe's ``OUT/pipeline``) the default of the model
+    folder ``target``, which holds its teacher: the teacher's generator and defaults move to ``target/teacher``, a
+    variant folder that shares every other component with ``target`` (``load_pipeline("shapes-teacher")``, or the
+    folder's path), and the student's generator and defaults take their place. Installing into a folder that
+    already holds a student replaces that student and keeps ``teacher/``. The student must have been distilled
+    from that teacher (its ``model_index.json`` records the teacher generator's sha256). Returns ``target``."""
+    s_index, index = read_json(student / "model_index.json"), read_json(target / "model_index.json")
+    source = s_index.get("distillation", {}).get("teacher_generator_sha256")
+    teacher = target / "teacher" if "distilled_steps" in index.get("defaults", {}) else target
+    if not (teacher / "generator").is_dir():
+        raise ValueError(f"{target} holds a distilled student but no teacher/ folder to check the new one against")
+    if source != generator_sha256(teacher / "generator"):
+        raise ValueError(f"{student} was not distilled from the generator of {teacher}; distil from that model "
+                         f"(--teacher {teacher}) before installing into {target}")
+    if teacher == target:
+        def write_teacher(tmp: Path) -> None:
+            shutil.copytree(target / "generator", tmp / "generator")
+            write_json(tmp / "model_index.json", {**index, VARIANT_BASE: ".."})
+
+        atomic_write_dir(target / "teacher", write_teacher)
+    with safe_open(str(teacher / "generator" / "model.safetensors"), "pt") as f:  # stored as the teacher was
+        dtype = f.get_tensor(next(iter(f.keys()))).dtype
+    MaskedTransformer.from_pretrained(student / "generator").save_pretrained(target / "generator", dtype=dtype)
+    write_json(target / "model_index.json", {**index, "defaults": s_index["defaults"],
+                                             "distillation": s_index["distillation"]})
+    return target
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
@@ -252,13 +322,16 @@ def distill(cfg: DistillConfig) -> Path:
     """Distil (or resume distilling) ``cfg.teacher`` into a ``cfg.steps_student``-step student; returns
     ``OUT/pipeline``."""
     teacher = load_pipeline(cfg.teacher, precision="reference")  # plain float32 modules: the student trains on them
+    teacher_root = model_folder(cfg.teacher)
     d = teacher.defaults
     if teacher.generator.kind != "masked":
         raise ValueError(f"teacher {cfg.teacher!r} has a {teacher.generator.kind!r} generator; distillation needs a "
                          "masked one")
     if "distilled_steps" in d:
+        variant = teacher_root / "teacher"
+        hint = f" (its teacher/ variant: --teacher {variant})" if variant.is_dir() else ""
         raise ValueError(f"teacher {cfg.teacher!r} is itself a {d['distilled_steps']}-step student; distil from the "
-                         "model it came from")
+                         f"model it came from{hint}")
     k = cfg.steps_student
     check_steps(d["num_inference_steps"], k)
     for name in ("rollouts", "rollout_batch", "batch_size", "steps", "eval_stride"):
@@ -280,7 +353,8 @@ def distill(cfg: DistillConfig) -> Path:
         """``batch_size`` rollouts drawn from (seed, step), each giving the student its k states."""
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         idx = torch.randint(0, pool["tokens"].shape[0], (cfg.batch_size,), generator=gen)
-        states, targets = student_states(pool["tokens"][idx].long(), k, mask_id)
+        start = pool["start"][idx].long() if "start" in pool else None
+        states, targets = student_states(pool["tokens"][idx].long(), k, mask_id, start)
         text, text_mask = gather_text(pool, idx)
         masked = states == mask_id
         logits = model(states, text.repeat_interleave(k, 0), text_mask.repeat_interleave(k, 0))  # (B·k, N, V)
@@ -295,11 +369,31 @@ def distill(cfg: DistillConfig) -> Path:
         save_samples(pipe, run / f"samples-{done:07d}.png")
         return judged_accuracy(pipe, eval_specs, run / "eval" / f"step-{done:07d}") if eval_specs else {}
 
-    loop.fit(step_fn, ema_decay=cfg.ema, clip_norm=1.0, evaluate=evaluate, eval_every=cfg.eval_every,
-             log_extra=lambda done: {"rollouts_seen": done * cfg.batch_size}, plot=("loss", "dev_acc", "para_acc"),
-             stop=stop)
-    loop.finish(lambda: student_pipeline(teacher, loop.ema, k).save_pretrained(run / "pipeline"))
+    done = loop.fit(step_fn, ema_decay=cfg.ema, clip_norm=1.0, evaluate=evaluate, eval_every=cfg.eval_every,
+                    log_extra=lambda n: {"rollouts_seen": n * cfg.batch_size}, plot=("loss", "dev_acc", "para_acc"),
+                    stop=stop)
+    loop.finish(lambda: save_student(student_pipeline(teacher, loop.ema, k), teacher_root, cfg, done,
+                                     run / "pipeline"))
+    if cfg.install:
+        install_student(run / "pipeline", Path(cfg.install))
     return run / "pipeline"
+
+
+def save_student(pipe: TextToImagePipeline, teacher_root: Path, cfg: DistillConfig, done: int, out: Path) -> Path:
+    """Write the student pipeline, with the record of its distillation in ``model_index.json`` (the teacher
+    generator's sha256, which ``install_student`` checks) and the teacher folder's licence and attribution files."""
+    pipe.save_pretrained(out)
+    index = read_json(out / "model_index.json")
+    index["distillation"] = {"steps": cfg.steps_student, "teacher": cfg.teacher, "rollouts": cfg.rollouts,
+                             "schedule_steps": cfg.steps, "trained_steps": done,
+                             "teacher_generator_sha256": generator_sha256(teacher_root / "generator")}
+    write_json(out / "model_index.json", index)
+    teacher_index = read_json(teacher_root / "model_index.json")
+    roots = [teacher_root / teacher_index[VARIANT_BASE]] if VARIANT_BASE in teacher_index else []  # a variant's
+    for root in [*roots, teacher_root]:  # licences are its base folder's
+        for f in [*root.glob("ATTRIBUTION.md"), *root.glob("LICENSE*")]:
+            shutil.copy2(f, out / f.name)
+    return out
 
 
 def main(argv: list[str] | None = None) -> Any:
