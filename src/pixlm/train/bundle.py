@@ -18,7 +18,7 @@ between sessions to fit the CPU time each had; the defaults replay what was run.
 Fine-tuning the shipped generator instead (issue 22: the weak categories and free phrasing), resumable, on one
 low-priority thread so it can run in the background for days::
 
-    nohup nice -n 19 env OMP_NUM_THREADS=1 python -m pixlm.train.bundle --finetune-from src/pixlm/assets/shapes-masked \
+    nohup nice -n 19 env OMP_NUM_THREADS=1 python -m pixlm.train.bundle --finetune-from src/pixlm/assets/shapes-masked/teacher \
         --work runs/shapes22 --threads 1 > runs/shapes22/train.log 2>&1 &
 
 It seeds ``WORK/generator`` with the given model's generator as checkpoint step 0 (``start_from``), trains on a pool
@@ -156,6 +156,14 @@ def export_weights(run: Path, dest: Path) -> Path:
     return dest
 
 
+def model_vq(folder: Path) -> Path:
+    """The tokenizer of a model folder, or of a variant folder's base (``shapes-masked/teacher``)."""
+    from pixlm.checkpoint import read_json
+    from pixlm.pipelines.common import component_finder
+
+    return component_finder(folder, read_json(folder / "model_index.json"))("vq")
+
+
 def finetune(work: Path, init: Path, threads: int = 0, stop_at: int = 0, weights: Path | None = None,
              **overrides: object) -> Path:
     """Fine-tune the generator of the model folder ``init`` (its ``vq`` encodes the pool) on the ``FINETUNE``
@@ -173,7 +181,7 @@ def finetune(work: Path, init: Path, threads: int = 0, stop_at: int = 0, weights
         raise ValueError(f"unknown fine-tune settings {sorted(unknown)}; allowed: {sorted(FINETUNE)}")
     gen = MaskedTransformer.from_pretrained(init / "generator")
     c = gen.config
-    cfg = GeneratorTrainConfig(out=str(work / "generator"), tokenizer=str(init / "vq"), dim=c.dim, layers=c.layers,
+    cfg = GeneratorTrainConfig(out=str(work / "generator"), tokenizer=str(model_vq(init)), dim=c.dim, layers=c.layers,
                                heads=c.heads, conditioning=c.conditioning, resume=True, stop_at=stop_at,
                                **{**FINETUNE, **overrides})  # type: ignore[arg-type]
     if weights is not None:
@@ -230,7 +238,7 @@ def main(argv: list[str] | None = None) -> None:
                        steps=a.finetune_steps, lr=a.finetune_lr,
                        phrase_pool=a.phrase_pool, ckpt_every=a.ckpt_every, eval_every=a.eval_every, **given)
         if not a.finetune_stop or a.finetune_stop >= a.finetune_steps:
-            print(assemble(gen, init / "vq", Path(a.out) if a.out else work / "shapes-masked"))
+            print(assemble(gen, model_vq(init), Path(a.out) if a.out else work / "shapes-masked"))
         return
     a.out = a.out or str(Path(__file__).resolve().parents[1] / "assets" / "shapes-masked")
     work = Path(a.work)
