@@ -255,7 +255,7 @@ def test_installing_a_student_keeps_its_teacher_as_a_variant(teacher_dir: Path, 
     assert seen == [4] * 4  # edits draw at the teacher's own steps, not the student's 2
     from pixlm.train.bundle import model_vq
 
-    assert model_vq(target / "teacher") == target / "vq"  # fine-tuning the teacher finds its base's tokenizer
+    assert model_vq(target / "teacher").resolve() == (target / "vq").resolve()  # fine-tuning the teacher finds its base's tokenizer
     install_student(other, target)  # a second student from the same teacher replaces the first
     (target / "LICENSE-art.txt").write_text("licence\n")
     with pytest.raises(ValueError, match=r"itself a 2-step student; .*--teacher .*teacher\)"):
