@@ -218,6 +218,8 @@ def test_loop_stops_checkpoints_and_resumes_to_the_straight_run(tmp_path: Path) 
     rows = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
     assert rows[-1]["stopped"] == "stop_after=3 reached" and rows[-1]["evaluated"] == 3
     assert [p.name for p in complete_checkpoints(tmp_path / "b")] == ["step-0000003"]
+    again = _toy_run(ToyConfig(out=str(tmp_path / "b"), resume=True), stop_after=3)  # the same command once more
+    assert again.start == 3 and [p.name for p in complete_checkpoints(tmp_path / "b")] == ["step-0000003"]
     resumed = _toy_run(ToyConfig(out=str(tmp_path / "b"), resume=True))
     assert resumed.start == 3
     for group, want in zip(resumed.optimizer.param_groups, (0.1, 0.01)):  # each group back on its own schedule

@@ -186,7 +186,7 @@ class TrainLoop:
         def stop(done: int) -> str:
             if max_minutes > 0 and time.time() - self.started > 60 * max_minutes:
                 return f"max_minutes={max_minutes} reached"
-            return f"stop_after={stop_after} reached" if done == stop_after else ""
+            return f"stop_after={stop_after} reached" if stop_after and done >= stop_after else ""
 
         return stop
 
@@ -219,6 +219,8 @@ class TrainLoop:
         main_module = next(iter(self.prepared.values()))
         done = self.start
         if budget is not None and budget.exhausted():  # a resumed run whose budget was already spent
+            return done
+        if stop is not None and done and stop(done):  # resumed at or past its stop_after: nothing left to do
             return done
         bar = tqdm(range(self.start, end), initial=self.start, total=end, disable=not self.main)
         t0 = time.time()
