@@ -24,14 +24,16 @@ class CheckpointError(ValueError):
     """A model folder is missing, incomplete or does not match the code that reads it."""
 
 
+_UMASK = os.umask(0)  # read once at import: reading it means setting it, which would race with other threads
+os.umask(_UMASK)
+
+
 def atomic_write_dir(target: str | os.PathLike, write: Any) -> Path:
     """Call ``write(tmp_dir)`` then rename ``tmp_dir`` to ``target`` (replacing an older one)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would make an installed model folder unreadable to other users
+    tmp.chmod(0o777 & ~_UMASK)  # mkdtemp's 0700 would make an installed model folder unreadable to other users
     try:
         write(tmp)
         (tmp / ".complete").write_text("ok\n")

@@ -111,10 +111,7 @@ class TextToImagePipeline:
             index = read_json(self.teacher_path / "model_index.json")
             gen = GENERATORS[index["generator"]].from_pretrained(self.teacher_path / "generator",
                                                                  map_location=str(self.device))
-            pipe = TextToImagePipeline(self.vq, self.text_encoder, gen, index.get("defaults"), device=str(self.device))
-            pipe.expander, pipe.expander_path = self.expander, self.expander_path
-            pipe.captioner, pipe.captioner_path = self.captioner, self.captioner_path
-            pipe.retrieval = self.retrieval
+            pipe = self.with_generator(gen, index.get("defaults"))
             settings = getattr(self, "inference_settings", None)
             if settings is not None:
                 from pixlm.inference import optimize_generator
@@ -123,6 +120,15 @@ class TextToImagePipeline:
                 pipe.inference_settings = settings
             self._editing = pipe
         return self._editing
+
+    def with_generator(self, generator: torch.nn.Module, defaults: dict | None) -> "TextToImagePipeline":
+        """A pipeline with another generator and sampling defaults that shares every other part of this one: the
+        tokenizer, the text encoder (and its prompt cache), the expander, the captioner and the retrieval index."""
+        pipe = TextToImagePipeline(self.vq, self.text_encoder, generator, defaults, device=str(self.device))
+        pipe.expander, pipe.expander_path = self.expander, self.expander_path
+        pipe.captioner, pipe.captioner_path = self.captioner, self.captioner_path
+        pipe.attach_retrieval(self.retrieval)
+        return pipe
 
     def attach_retrieval(self, index: RetrievalIndex | None) -> None:
         """Draw from ``index`` by default (see ``pixlm.pipelines.retrieval``); None detaches it. The index must

@@ -212,8 +212,7 @@ def build_rollouts(cfg: DistillConfig, teacher: TextToImagePipeline, run: Path) 
         if chunk["tokens"].shape[0] != len(idx):
             raise ValueError(f"{path} holds {chunk['tokens'].shape[0]} rollouts, expected {len(idx)}: it was made "
                              f"with another --rollout-batch; use that value or a new --out")
-        pool = chunk if pool is None else {**_append(pool, chunk), **(
-            {"start": torch.cat([pool["start"], chunk["start"]])} if "start" in chunk else {})}
+        pool = chunk if pool is None else _append(pool, chunk)
     assert pool is not None
     return pool
 
@@ -249,11 +248,7 @@ def student_defaults(teacher_defaults: dict, k: int) -> dict:
 
 def student_pipeline(teacher: TextToImagePipeline, student: MaskedTransformer, k: int) -> TextToImagePipeline:
     """A pipeline of the teacher's components with ``student`` as its generator and the student's defaults."""
-    pipe = TextToImagePipeline(teacher.vq, teacher.text_encoder, student, student_defaults(teacher.defaults, k),
-                               device=str(teacher.device))
-    pipe.expander_path, pipe.captioner_path = teacher.expander_path, teacher.captioner_path
-    pipe.attach_retrieval(teacher.retrieval)
-    return pipe
+    return teacher.with_generator(student, student_defaults(teacher.defaults, k))
 
 
 def generator_sha256(folder: Path) -> str:
@@ -321,8 +316,8 @@ def judged_accuracy(pipe: TextToImagePipeline, specs: Path, out: Path) -> dict:
 def distill(cfg: DistillConfig) -> Path:
     """Distil (or resume distilling) ``cfg.teacher`` into a ``cfg.steps_student``-step student; returns
     ``OUT/pipeline``."""
-    teacher = load_pipeline(cfg.teacher, precision="reference")  # plain float32 modules: the student trains on them
     teacher_root = model_folder(cfg.teacher)
+    teacher = load_pipeline(teacher_root, precision="reference")  # plain float32 modules: the student trains on them
     d = teacher.defaults
     if teacher.generator.kind != "masked":
         raise ValueError(f"teacher {cfg.teacher!r} has a {teacher.generator.kind!r} generator; distillation needs a "

@@ -136,8 +136,12 @@ def _encode_texts(text: TextEncoder, prompts: list[str], desc: str) -> dict[str,
 
 
 def _append(pool: dict[str, torch.Tensor], extra: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {"tokens": torch.cat([pool["tokens"], extra["tokens"]]), "text": torch.cat([pool["text"], extra["text"]]),
-            "offsets": torch.cat([pool["offsets"], extra["offsets"][1:] + pool["offsets"][-1]])}
+    """``pool`` followed by ``extra``: every per-row tensor concatenated, the text offsets shifted."""
+    if pool.keys() != extra.keys():
+        raise ValueError(f"pool parts disagree: {sorted(pool)} against {sorted(extra)}")
+    out = {k: torch.cat([v, extra[k]]) for k, v in pool.items() if k != "offsets"}
+    out["offsets"] = torch.cat([pool["offsets"], extra["offsets"][1:] + pool["offsets"][-1]])
+    return out
 
 
 def loose_pairs(cfg: GeneratorTrainConfig, text: TextEncoder, run: Path, tokens: torch.Tensor) -> dict:
