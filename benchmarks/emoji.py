@@ -49,14 +49,24 @@ SHEET_PROMPTS = ["a beach with palm trees", "cat face", "red apple", "pizza", "r
                  "smiling face with heart-eyes", "thumbs up, dark skin tone", "rainbow", "a yellow school bus"]
 
 
-def load_split(data: Path, split: str, limit: int = 0) -> tuple[torch.Tensor, list[str], list[str]]:
-    """Distinct pictures of a split (file order), each with its first caption (the name): images, names, files."""
+def load_split(data: Path, split: str, limit: int = 0, style: str = "") -> tuple[torch.Tensor, list[str], list[str]]:
+    """Distinct pictures of a split (file order), each with its first caption (the name): images, names, files.
+    ``style``: only that style's pictures (rows whose metadata ``style`` is it)."""
     from pixlm.data.folder import ImageFolder
 
     ds = ImageFolder(data / split)
+    styles = {}
+    if style:
+        for line in (data / split / "metadata.jsonl").read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            styles[row["file_name"]] = row.get("style")
+        if style not in set(styles.values()):
+            raise SystemExit(f"--style {style!r}: {data / split} has no pictures of that style "
+                             f"(it has {sorted({str(v) for v in styles.values()})})")
     first: dict[str, int] = {}
     for i, r in enumerate(ds.rows):
-        first.setdefault(r.file_name, i)
+        if not style or styles.get(r.file_name) == style:
+            first.setdefault(r.file_name, i)
     idx = list(first.values())
     if limit and len(idx) > limit:  # an even spread over the hexcode order, not the first N
         idx = [idx[int(k)] for k in np.linspace(0, len(idx) - 1, limit)]
@@ -86,8 +96,9 @@ def generate(pipe, prompts: list[str], seed: int, batch: int = 64, **options) ->
 
 
 def evaluate_split(pipe, scorer, images: torch.Tensor, names: list[str], train_feats: np.ndarray | None,
-                   seed: int, options: dict) -> tuple[dict, torch.Tensor]:
-    """Scores of one split (see the module docstring) and the generated pictures."""
+                   seed: int, options: dict, style: str = "") -> tuple[dict, torch.Tensor]:
+    """Scores of one split (see the module docstring) and the generated pictures. ``style``: each picture is drawn
+    from "NAME, STYLE style" (the scorer's query stays the name)."""
     from pixlm.eval.clip_score import clip_score, embed_images, image_features, pil_to_tensor, retrieval
     from pixlm.eval.fid import frechet_distance
     from pixlm.train.common import psnr
@@ -95,7 +106,8 @@ def evaluate_split(pipe, scorer, images: torch.Tensor, names: list[str], train_f
     with torch.no_grad():
         recon = torch.cat([pipe.vq.decode(pipe.vq.encode(images[i:i + 128])) for i in range(0, len(images), 128)])
     t0 = time.perf_counter()
-    gen = pil_to_tensor(generate(pipe, names, seed, **options))
+    prompts = [f"{n}, {style} style" for n in names] if style else names
+    gen = pil_to_tensor(generate(pipe, prompts, seed, **options))
     gen_s = time.perf_counter() - t0
     text = scorer.embed_texts(names)
     real_emb, gen_emb = embed_images(scorer, images), embed_images(scorer, gen)
@@ -252,6 +264,8 @@ def main() -> None:
     ap.add_argument("--sheet", default="", help="write a contact sheet of generations here (PNG)")
     ap.add_argument("--captions", action="store_true", help="measure the model's captioner instead (see above)")
     ap.add_argument("--captions-out", default="benchmarks/results/emoji_captions.json")
+    ap.add_argument("--style", default="", help="one style only (e.g. noto): its pictures of each split, drawn from "
+                    "\"NAME, STYLE style\"; a one-style yardstick such as the bundled scorer's (generation scores)")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -263,14 +277,15 @@ def main() -> None:
     data = Path(a.data)
     options = {k: v for k, v in (("num_inference_steps", a.steps), ("guidance_scale", a.guidance),
                                  ("temperature", a.temperature)) if v is not None}
-    report: dict = {"model": str(a.model), "data": str(data), "sampling": {**pipe.defaults, **options},
+    report: dict = {"model": str(a.model), "data": str(data), "style": a.style or None,
+                    "scorer": a.scorer or "bundled emoji-clip", "sampling": {**pipe.defaults, **options},
                     "splits": json.loads((data / "splits.json").read_text())["counts"], "torch_threads":
                     torch.get_num_threads()}
     if a.captions:
         report.update(captions_report(pipe, scorer, data, a.train_n, a.seed, options))
         write_report(report, a.captions_out)
         return
-    train_images, train_names, _ = load_split(data, "train", a.train_n)
+    train_images, train_names, _ = load_split(data, "train", a.train_n, a.style)
     if a.sweep:
         sweep = []
         sub = train_names[::max(1, len(train_names) // a.sweep_n)][:a.sweep_n]
@@ -288,10 +303,10 @@ def main() -> None:
             write_report(report, a.out)
             return
     train_feats = image_features(scorer, train_images)
-    report["train"], _ = evaluate_split(pipe, scorer, train_images, train_names, None, a.seed, options)
+    report["train"], _ = evaluate_split(pipe, scorer, train_images, train_names, None, a.seed, options, a.style)
     for split in ("test_emoji", "test_variant"):
-        images, names, _ = load_split(data, split)
-        report[split], _ = evaluate_split(pipe, scorer, images, names, train_feats, a.seed, options)
+        images, names, _ = load_split(data, split, style=a.style)
+        report[split], _ = evaluate_split(pipe, scorer, images, names, train_feats, a.seed, options, a.style)
         print(split, json.dumps(report[split]), flush=True)
     write_report(report, a.out)
     if a.sheet:

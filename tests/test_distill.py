@@ -273,3 +273,36 @@ def test_installing_a_student_keeps_its_teacher_as_a_variant(teacher_dir: Path, 
         index = json.loads((target / "teacher" / "model_index.json").read_text())
         (target / "teacher" / "model_index.json").write_text(json.dumps({**index, "base": "nowhere"}))
         load_pipeline(str(target / "teacher"))
+
+
+def test_own_states_are_the_students_grids_completed_by_the_teacher(teacher_dir: Path, tmp_path: Path) -> None:
+    first = distill(replace(_cfg(teacher_dir, tmp_path / "k2"), steps=1, rollouts=2))
+    run = tmp_path / "own"
+    distill(replace(_cfg(teacher_dir, run), steps=2, rollouts=2, own_states=2, init=str(first), temperature=0.3))
+    assert json.loads((run / "pipeline" / "model_index.json").read_text())["defaults"]["temperature"] == 0.3
+    own = load_file(str(run / "own-states" / "chunk-00001.safetensors"))
+    assert own["states"].shape == own["targets"].shape == (1, 1, 64) and own["rollout"].tolist() == [1]
+    with safe_open(str(run / "rollouts" / "chunk-00001.safetensors"), "pt") as f:
+        (prompt,) = json.loads(f.metadata()["prompts"])
+    student = load_pipeline(str(first), precision="reference")  # the run's initial weights, at the teacher's temperature
+    assert student.defaults["temperature"] == TEACHER_DEFAULTS["temperature"]
+    seed = (0 + 1) * 1_000_003 + 1
+    grids: list[torch.Tensor] = []
+    student.generate(prompt, seed=seed, expand=False, callback=lambda i, k, t: grids.append(t.clone()))
+    state = own["states"][0, 0].long()
+    assert torch.equal(state, grids[0][0])  # the student's own grid after its first step
+    mask_id = student.generator.config.mask_id
+    assert 0 < int((state == mask_id).sum()) < 64
+    target = own["targets"][0, 0].long()
+    kept = state != mask_id
+    assert torch.equal(target[kept], state[kept]) and (target != mask_id).all()  # the teacher completed the rest
+    with pytest.raises(ValueError, match="own_states=3 must be in 1..rollouts=2"):
+        distill(replace(_cfg(teacher_dir, tmp_path / "bad"), rollouts=2, own_states=3))
+
+
+def test_init_must_share_the_teachers_config(teacher_dir: Path, tmp_path: Path) -> None:
+    other = tiny_pipeline(seed=2)
+    other.generator = type(other.generator)(replace(other.generator.config, layers=other.generator.config.layers + 1))
+    folder = other.save_pretrained(tmp_path / "other")
+    with pytest.raises(ValueError, match="init=.*generator config .* differs from the teacher's"):
+        distill(replace(_cfg(teacher_dir, tmp_path / "x"), steps=1, rollouts=1, init=str(folder)))

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from pixlm.inference import PRECISIONS, optimize, recommended_precision
 from pixlm.inference import attention as attn_mod
 from pixlm.inference.attention import FoldedCrossAttnProcessor, FoldedText, FusedSelfAttnProcessor
-from pixlm.inference.linear import PackedConv2d, PackedLinear, PackedMLP, packing_supported, swap_layers
+from pixlm.inference.linear import (PackedConv2d, PackedLinear, PackedMLP, UpsampleConv2d, fuse_upsample_convs,
+                                   packing_supported, swap_layers)
 from pixlm.inference.precision import set_fused_processors
 from pixlm.models.layers import AttnProcessor
 from pixlm.models.masked import MaskedConfig, MaskedTransformer
@@ -282,3 +283,35 @@ def test_int8_works_for_other_generator_families():
     pipe = optimize(tiny_pipeline_for("autoregressive"), "int8")
     assert any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in pipe.generator.modules())
     assert pipe.generate("a red circle", seed=0).tokens.shape == (1, 8, 8)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_an_upsampling_convolution_computed_at_low_resolution_is_the_pair(channels_last):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(6, 5, 3, padding=1)
+    x = torch.randn(3, 6, 4, 7)  # any batch, non-square maps
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    fused = UpsampleConv2d(conv)
+    with torch.no_grad():
+        want = conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+        got = fused(x)
+    assert got.shape == want.shape == (3, 5, 8, 14)
+    assert (got - want).abs().max() < 1e-5
+    with pytest.raises(ValueError, match="needs a 3x3, stride-1"):
+        UpsampleConv2d(nn.Conv2d(6, 5, 3, padding=1, stride=2))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_decoder_with_fused_upsampling_decodes_as_before(dtype):
+    vq = tiny_pipeline().vq.eval()
+    tokens = torch.randint(0, vq.vocab_size, (2, vq.config.grid, vq.config.grid), generator=torch.Generator().manual_seed(3))
+    fused, plain = copy.deepcopy(vq), copy.deepcopy(vq)
+    assert fuse_upsample_convs(fused.decoder) == len(vq.config.channels) - 1  # every halving, undone
+    if dtype == BF16:
+        for model in (fused, plain):
+            swap_layers(model.decoder, BF16, convs=True)
+        assert any(isinstance(m, UpsampleConv2d) and isinstance(m.conv, PackedConv2d) for m in fused.decoder)
+    with torch.no_grad():
+        want, got, unfused = vq.decode(tokens), fused.decode(tokens).float(), plain.decode(tokens).float()
+    assert _rel(got, want) < (1e-5 if dtype == FP32 else 1.25 * _rel(unfused, want))  # no worse than bf16 itself

@@ -129,13 +129,17 @@ class FoldedCrossAttnProcessor(AttnProcessor):
         scale = dh ** -0.5
         self.dtype, self.dim = dtype, dim
         self.q = PackedLinear(attn.q.weight * scale, None, dtype=dtype, prepack=prepack)
-        w_q = attn.q.weight.detach().float()
-        w_o = attn.out.weight.detach().float()
-        self.q_heads = (w_q * scale).view(heads, dh, dim)  # (H, Dh, C), float32
-        self.out_heads = w_o.view(dim, heads, dh).permute(1, 2, 0).contiguous()  # (H, Dh, C)
+        w_q = (attn.q.weight.detach().float() * scale).view(heads, dh, dim)  # (H, Dh, C)
+        w_o = attn.out.weight.detach().float().view(dim, heads, dh).permute(1, 2, 0)  # (H, Dh, C)
+        w_k, w_v = attn.kv_proj.weight.detach().float().view(2, heads, dh, -1)  # (H, Dh, E) each
         bias = attn.out.bias
         # shared out over the heads: each head's attention weights sum to 1
-        self.out_bias = (bias.detach().float() if bias is not None else torch.zeros(dim, device=w_o.device)) / heads
+        out_bias = (bias.detach().float() if bias is not None else torch.zeros(dim, device=w_o.device)) / heads
+        # the text's scores map (W_q,h^T W_k,h) and values (W_o,h W_v,h) for every head as one linear of the text
+        self.fold = PackedLinear(torch.cat([torch.einsum("hdc,hde->hce", w_q, w_k).reshape(heads * dim, -1),
+                                            torch.einsum("hdc,hde->hce", w_o, w_v).reshape(heads * dim, -1)]),
+                                 torch.cat([torch.zeros(heads * dim, device=w_o.device), out_bias.repeat(heads)]),
+                                 dtype=dtype, prepack=prepack)
         self._last_bias: tuple | None = None  # (mask, dtype, bias) of the last call: see _folded_bias
 
     def _folded_bias(self, mask: torch.Tensor, dtype: torch.dtype, heads: int) -> torch.Tensor:
@@ -148,13 +152,13 @@ class FoldedCrossAttnProcessor(AttnProcessor):
         return last[2]
 
     def prepare(self, attn: Attention, context: torch.Tensor) -> PerText:
-        k, v = (t.contiguous() for t in attn.project_kv(context))  # (B, H, S, Dh), views for the matmuls
-        s = context.shape[1]
+        b, s, _ = context.shape
         if s * (self.heads - 1) > self.dim:  # folding would cost more FLOPs than it saves
-            return PerText((k, v), (2, 2))
-        scores = torch.einsum("hdc,bhsd->bchs", self.q_heads, k.float())
-        values = torch.einsum("bhsd,hdc->bhsc", v.float(), self.out_heads) + self.out_bias
-        return FoldedText((scores.to(self.dtype).contiguous(), values.to(self.dtype).contiguous()), (3, 2))
+            return PerText((t.contiguous() for t in attn.project_kv(context)), (2, 2))  # views for the matmuls
+        folded = self.fold(context).view(b, s, 2, self.heads, self.dim)  # one linear for both maps
+        scores = folded[:, :, 0].permute(0, 3, 2, 1).contiguous()  # (B, C, H, S)
+        values = folded[:, :, 1].transpose(1, 2).contiguous()  # (B, H, S, C)
+        return FoldedText((scores, values), (3, 2))
 
     def __call__(self, attn: Attention, x: torch.Tensor, context: torch.Tensor | None = None,
                  mask: torch.Tensor | None = None, kv: tuple[torch.Tensor, torch.Tensor] | None = None,

@@ -180,6 +180,65 @@ class PackedConv2d(nn.Module):
         return f"{i * self.groups}, {o}, kernel=({kh}, {kw}), stride={self.stride}, padding={self.padding}"
 
 
+class UpsampleConv2d(nn.Module):
+    """``conv(upsample_nearest_2x(x))`` for a 3×3, stride-1, zero-padded ``conv``, computed at the low resolution.
+
+    After a nearest 2× upsampling, each of the four output phases (row and column parity) sees only 2×2 distinct
+    input pixels through the 3×3 window, so the pair is one 2×2 convolution of the small map (padded by 1) with
+    the four phases' summed kernels as 4·C_out channels, then the phases interleaved: (4/9)(1 + 1/H)² of the
+    FLOPs (the decoder's three upsampling convolutions: about half) and no upsampled copy. Exact up to rounding.
+    ``conv`` stays a plain ``nn.Conv2d`` (2×2), so ``swap_layers(..., convs=True)`` packs it like any other."""
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        if not self.supports(conv):
+            raise ValueError(f"UpsampleConv2d needs a 3x3, stride-1, padding-1, zero-padded, ungrouped nn.Conv2d; "
+                             f"got {conv}")
+        w = conv.weight.detach().float()  # (O, I, 3, 3)
+        o, i = w.shape[:2]
+        # phase 0 reads rows (r-1, r): taps k0 | k1 + k2; phase 1 reads rows (r, r+1): taps k0 + k1 | k2
+        fold = torch.tensor([[[1.0, 0, 0], [0, 1, 1]], [[1, 1, 0], [0, 0, 1]]], device=w.device)  # (phase, tap, k)
+        phases = torch.einsum("apr,bqs,oirs->aboipq", fold, fold, w).reshape(4 * o, i, 2, 2)
+        self.conv = nn.Conv2d(i, 4 * o, 2, padding=1, bias=conv.bias is not None).to(w.device)
+        with torch.no_grad():
+            self.conv.weight.copy_(phases)
+            if conv.bias is not None:
+                self.conv.bias.copy_(conv.bias.detach().float().repeat(4))
+        self.conv.to(conv.weight.dtype).requires_grad_(False)
+        self.out_channels = o
+
+    @staticmethod
+    def supports(conv: nn.Module) -> bool:
+        return (isinstance(conv, nn.Conv2d) and tuple(conv.kernel_size) == (3, 3) and tuple(conv.stride) == (1, 1)
+                and tuple(conv.padding) == (1, 1) and tuple(conv.dilation) == (1, 1) and conv.groups == 1
+                and conv.padding_mode == "zeros")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        o = self.out_channels
+        # (B, 4·O, H + 1, W + 1), channels last (oneDNN's output): phase (a, c) is rows a..a+H-1, columns c..c+W-1
+        y = self.conv(x).permute(0, 2, 3, 1).contiguous().view(b, h + 1, w + 1, 2, 2, o)
+        out = y.new_empty(b, h, 2, w, 2, o)  # channels last: row 2i + a, column 2j + c
+        for a in (0, 1):
+            for c in (0, 1):
+                out[:, :, a, :, c].copy_(y[:, a:a + h, c:c + w, a, c])
+        return out.view(b, 2 * h, 2 * w, o).permute(0, 3, 1, 2)  # (B, O, 2H, 2W) in channels-last memory
+
+
+def fuse_upsample_convs(seq: nn.Sequential) -> int:
+    """In place: every nearest 2× ``nn.Upsample`` directly followed by a 3×3 ``nn.Conv2d`` in ``seq`` becomes an
+    ``nn.Identity`` and an :class:`UpsampleConv2d`. Returns how many pairs were fused."""
+    names = list(seq._modules)
+    n = 0
+    for first, second in zip(names, names[1:]):
+        up, conv = seq._modules[first], seq._modules[second]
+        if (isinstance(up, nn.Upsample) and up.mode == "nearest" and up.size is None
+                and float(up.scale_factor) == 2.0 and UpsampleConv2d.supports(conv)):
+            seq._modules[first], seq._modules[second] = nn.Identity(), UpsampleConv2d(conv)
+            n += 1
+    return n
+
+
 def swap_layers(module: nn.Module, dtype: torch.dtype, convs: bool = False, prepack: bool = True) -> int:
     """In place: ``module`` in ``dtype``, every ``layers.MLP`` replaced by a :class:`PackedMLP`, every other
     ``nn.Linear`` by a :class:`PackedLinear` (``prepack``: see there) and, when ``convs``, every zero-padded

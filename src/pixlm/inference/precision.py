@@ -39,7 +39,8 @@ import torch.nn as nn
 
 from pixlm.inference.attention import (FoldedCrossAttnProcessor, FusedBertSelfAttention, FusedSelfAttnProcessor,
                                        MatmulAttnProcessor)
-from pixlm.inference.linear import PackedAddNorm, PackedLinear, cast_io, packing_supported, swap_layers
+from pixlm.inference.linear import (PackedAddNorm, PackedLinear, cast_io, fuse_upsample_convs, packing_supported,
+                                    swap_layers)
 
 PRECISIONS = ("auto", "reference", "fp32", "bf16", "int8")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -183,6 +184,8 @@ def swap_text_encoder(model: nn.Module, dtype: torch.dtype) -> bool:
 
 def _swap_decoder(vq: nn.Module, precision: str, device: torch.device) -> None:
     decoder = vq.decoder
+    if isinstance(decoder, nn.Sequential):
+        fuse_upsample_convs(decoder)  # each upsampling convolution at the low resolution: about half its FLOPs
     if precision == "bf16":
         native = device.type == "cpu" and packing_supported(torch.bfloat16)
         if native:  # convolutions on weights packed once for oneDNN (channels-last output)

@@ -189,7 +189,8 @@ class TextToImagePipeline:
         """``prepare_text`` results for the conditional rows and (when guidance is on) the unconditional rows: the
         negative prompts, or the empty prompt. Each distinct text is encoded and prepared once, then its rows
         are repeated (``prepare_text`` works row by row)."""
-        uniq = list(dict.fromkeys(rows + (negatives or []) + [""]))
+        uncond_rows = (negatives or [""] * len(rows)) if scale != 1.0 else []  # guidance off: no unconditional row
+        uniq = list(dict.fromkeys(rows + uncond_rows))
         states, mask = self.text_encoder.encode(uniq)
         pos = {p: i for i, p in enumerate(uniq)}
         every = self.generator.prepare_text(states.to(self.device), mask.to(self.device))
@@ -198,7 +199,7 @@ class TextToImagePipeline:
             idx = torch.tensor([pos[t] for t in texts], device=self.device)
             return map_tensors(lambda t: t.index_select(0, idx), every)
 
-        uncond = prepared(negatives or [""] * len(rows)) if scale != 1.0 else None
+        uncond = prepared(uncond_rows) if scale != 1.0 else None
         return prepared(rows), uncond
 
     def generate(self, prompt: str | list[str], num_images_per_prompt: int = 1,

@@ -96,6 +96,12 @@ class DistillConfig:
     # drawn from the seed (cycled when the rollouts outnumber them); empty = shapes prompts
     rollouts: int = 2048  # teacher rollouts (prompt, trajectory) to distil from
     rollout_batch: int = 64  # prompts per teacher sampling call (and per cached chunk)
+    own_states: int = 0  # of those rollouts' prompts, how many the initial student also draws itself, each of its
+    # intermediate grids completed by the teacher: the states its own sampler visits, with their targets (0 = none)
+    init: str = ""  # start the student from this generator (a model or generator folder with the teacher's
+    # config, e.g. an earlier student) instead of the teacher's weights
+    temperature: float = -1.0  # the student's sampling temperature (its defaults and evals); < 0: the teacher's.
+    # Own states are drawn at the teacher's, whatever this is
     steps: int = 1000
     batch_size: int = 32  # rollouts per step; each gives steps_student student rows
     lr: float = 1e-4
@@ -217,6 +223,72 @@ def build_rollouts(cfg: DistillConfig, teacher: TextToImagePipeline, run: Path) 
     return pool
 
 
+@torch.no_grad()
+def own_state_rollouts(teacher: TextToImagePipeline, student: MaskedTransformer, k: int, prompts: list[str],
+                       seeds: list[int], start: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The states a k-step ``student`` visits on its own and what the teacher makes of them.
+
+    The student runs its k-step sampler (at the student defaults, row i seeded ``seeds[i]``; from ``start`` (B, N)
+    when given, its tokens kept); its grids after steps 1 … k-1 are the states (B, k-1, N). The teacher then
+    completes each state at its own defaults (the state's tokens kept, the rest decoded on its schedule scaled
+    to the masked count, as an inpainting call does), seeded ``seeds[i] + j``: the targets (B, k-1, N)."""
+    pipe = student_pipeline(teacher, student, k)
+    d, td = pipe.defaults, teacher.defaults
+    mask_id = student.config.mask_id
+    cond, _ = pipe.text_conditioning(prompts, None, 1.0)
+    given = {} if start is None else {"init_tokens": start, "keep": start != mask_id}
+    grids: list[torch.Tensor] = []
+    make_sampler("masked", k, 1.0, d["temperature"], d).sample(
+        student, cond, None, len(prompts), generator=[torch.Generator().manual_seed(s) for s in seeds],
+        callback=lambda i, n, tokens: grids.append(tokens.clone()), **given)
+    states = torch.stack(grids[:-1], 1)  # (B, k - 1, N): the last grid is the student's picture
+    t_cond, t_uncond = teacher.text_conditioning(prompts, None, td["guidance_scale"])
+    teacher_sampler = make_sampler("masked", td["num_inference_steps"], td["guidance_scale"], td["temperature"], td)
+    targets = torch.stack([teacher_sampler.sample(
+        teacher.generator, t_cond, t_uncond, len(prompts), init_tokens=states[:, j], keep=states[:, j] != mask_id,
+        generator=[torch.Generator().manual_seed(s + j) for s in seeds]) for j in range(k - 1)], 1)
+    return states, targets
+
+
+def build_own_states(cfg: DistillConfig, teacher: TextToImagePipeline, student: MaskedTransformer, run: Path,
+                     pool: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``own_state_rollouts`` of the initial student on the first ``cfg.own_states`` rollouts' prompts (their
+    texts and starts), cached chunk by chunk in ``run/own-states/``: ``states`` and ``targets`` (P', k-1, N) int16
+    and ``rollout`` (P',), the rollout each row belongs to (for its text)."""
+    if not 0 < cfg.own_states <= cfg.rollouts:
+        raise ValueError(f"own_states={cfg.own_states} must be in 1..rollouts={cfg.rollouts}")
+    if cfg.steps_student < 2:
+        raise ValueError("own_states needs steps_student >= 2: a one-step student visits no state of its own")
+    folder = run / "own-states"
+    folder.mkdir(parents=True, exist_ok=True)
+    parts: list[dict[str, torch.Tensor]] = []
+    for c, first in enumerate(tqdm(range(0, cfg.own_states, cfg.rollout_batch), desc="own states")):
+        path = folder / f"chunk-{c:05d}.safetensors"
+        idx = list(range(first, min(first + cfg.rollout_batch, cfg.own_states)))
+        if not path.is_file():
+            with safe_open(str(run / "rollouts" / f"chunk-{c:05d}.safetensors"), "pt") as f:
+                prompts = json.loads(f.metadata()["prompts"])[:len(idx)]
+            start = pool["start"][idx].long() if "start" in pool else None
+            seeds = [(cfg.seed + 1) * 1_000_003 + i for i in idx]  # not the teacher rollouts' seeds
+            states, targets = own_state_rollouts(teacher, student, cfg.steps_student, prompts, seeds, start)
+            save_tensors_atomic({"states": states.to(torch.int16), "targets": targets.to(torch.int16),
+                                 "rollout": torch.tensor(idx)}, path)
+        parts.append(load_file(str(path)))
+    return {name: torch.cat([p[name] for p in parts]) for name in parts[0]}
+
+
+def init_weights_from(student: MaskedTransformer, init: str) -> None:
+    """Load ``init`` (a model folder with a ``generator/``, a generator folder, or a bundled model's name) into
+    ``student``, whose config it must share."""
+    folder = model_folder(init)
+    folder = folder / "generator" if (folder / "generator").is_dir() else folder
+    other = MaskedTransformer.from_pretrained(folder)
+    if other.config != student.config:
+        raise ValueError(f"init={init!r}: its generator config {other.config} differs from the teacher's "
+                         f"{student.config}; the student keeps the teacher's architecture")
+    student.load_state_dict(other.state_dict())
+
+
 def student_states(trajectories: torch.Tensor, k: int, mask_id: int, start: torch.Tensor | None = None,
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """The k states a k-step sampler visits on each teacher trajectory (B, K, N), and their targets.
@@ -236,19 +308,23 @@ def student_states(trajectories: torch.Tensor, k: int, mask_id: int, start: torc
     return states, targets
 
 
-def student_defaults(teacher_defaults: dict, k: int) -> dict:
-    """The teacher's sampling defaults for a k-step student with guidance built in. A student of a model with a
-    scene grammar lays out every scene, a lone object included (``plan_layout="all"``): a one- or two-step sampler
-    cannot settle a position the prompt leaves open (see the module docstring), so the prompt reader settles it."""
+def student_defaults(teacher_defaults: dict, k: int, temperature: float | None = None) -> dict:
+    """The teacher's sampling defaults for a k-step student with guidance built in, at ``temperature`` (None: the
+    teacher's). A student of a model with a scene grammar lays out every scene, a lone object included
+    (``plan_layout="all"``): a one- or two-step sampler cannot settle a position the prompt leaves open (see the
+    module docstring), so the prompt reader settles it."""
     out = {**teacher_defaults, "num_inference_steps": k, "guidance_scale": 1.0, "distilled_steps": k}
+    if temperature is not None:
+        out["temperature"] = temperature
     if teacher_defaults.get("scene_grammar") == "shapes":
         out["plan_layout"] = "all"
     return out
 
 
-def student_pipeline(teacher: TextToImagePipeline, student: MaskedTransformer, k: int) -> TextToImagePipeline:
+def student_pipeline(teacher: TextToImagePipeline, student: MaskedTransformer, k: int,
+                     temperature: float | None = None) -> TextToImagePipeline:
     """A pipeline of the teacher's components with ``student`` as its generator and the student's defaults."""
-    return teacher.with_generator(student, student_defaults(teacher.defaults, k))
+    return teacher.with_generator(student, student_defaults(teacher.defaults, k, temperature))
 
 
 def generator_sha256(folder: Path) -> str:
@@ -329,6 +405,9 @@ def distill(cfg: DistillConfig) -> Path:
                          f"model it came from{hint}")
     k = cfg.steps_student
     check_steps(d["num_inference_steps"], k)
+    temperature = cfg.temperature if cfg.temperature >= 0 else None
+    if temperature is not None and temperature > 10:
+        raise ValueError(f"temperature={cfg.temperature} must be in [0, 10] (or negative for the teacher's)")
     for name in ("rollouts", "rollout_batch", "batch_size", "steps", "eval_stride"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name}={getattr(cfg, name)} must be >= 1")
@@ -339,6 +418,10 @@ def distill(cfg: DistillConfig) -> Path:
     pool = build_rollouts(cfg, teacher, run)
     student = MaskedTransformer(teacher.generator.config)
     student.load_state_dict(teacher.generator.state_dict())  # start from the teacher
+    if cfg.init:
+        init_weights_from(student, cfg.init)
+    own = build_own_states(cfg, teacher, student.eval(), run, pool) if cfg.own_states else None
+    student.train()
     opt = torch.optim.AdamW(param_groups(student, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98))
     (model,) = loop.prepare({"raw": student}, opt, ema=True)
     mask_id = student.config.mask_id
@@ -350,9 +433,15 @@ def distill(cfg: DistillConfig) -> Path:
         idx = torch.randint(0, pool["tokens"].shape[0], (cfg.batch_size,), generator=gen)
         start = pool["start"][idx].long() if "start" in pool else None
         states, targets = student_states(pool["tokens"][idx].long(), k, mask_id, start)
-        text, text_mask = gather_text(pool, idx)
+        texts = idx.repeat_interleave(k)
+        if own is not None:  # as many rollouts again from the student's own states, k - 1 rows each
+            j = torch.randint(0, own["states"].shape[0], (cfg.batch_size,), generator=gen)
+            states = torch.cat([states, own["states"][j].long().flatten(0, 1)])
+            targets = torch.cat([targets, own["targets"][j].long().flatten(0, 1)])
+            texts = torch.cat([texts, own["rollout"][j].repeat_interleave(k - 1)])
+        text, text_mask = gather_text(pool, texts)
         masked = states == mask_id
-        logits = model(states, text.repeat_interleave(k, 0), text_mask.repeat_interleave(k, 0))  # (B·k, N, V)
+        logits = model(states, text, text_mask)  # (rows, N, V)
         loss = F.cross_entropy(logits[masked].float(), targets[masked])
         loop.accelerator.backward(loss)
         return {"loss": loss.detach()}
@@ -360,14 +449,14 @@ def distill(cfg: DistillConfig) -> Path:
     eval_specs = write_eval_specs(run / "eval_prompts.jsonl", cfg.eval_stride) if cfg.judge else None
 
     def evaluate(done: int) -> dict:
-        pipe = student_pipeline(teacher, loop.ema, k)
+        pipe = student_pipeline(teacher, loop.ema, k, temperature)
         save_samples(pipe, run / f"samples-{done:07d}.png")
         return judged_accuracy(pipe, eval_specs, run / "eval" / f"step-{done:07d}") if eval_specs else {}
 
     done = loop.fit(step_fn, ema_decay=cfg.ema, clip_norm=1.0, evaluate=evaluate, eval_every=cfg.eval_every,
                     log_extra=lambda n: {"rollouts_seen": n * cfg.batch_size}, plot=("loss", "dev_acc", "para_acc"),
                     stop=stop)
-    loop.finish(lambda: save_student(student_pipeline(teacher, loop.ema, k), teacher_root, cfg, done,
+    loop.finish(lambda: save_student(student_pipeline(teacher, loop.ema, k, temperature), teacher_root, cfg, done,
                                      run / "pipeline"))
     if cfg.install:
         install_student(run / "pipeline", Path(cfg.install))
@@ -380,6 +469,7 @@ def save_student(pipe: TextToImagePipeline, teacher_root: Path, cfg: DistillConf
     pipe.save_pretrained(out)
     index = read_json(out / "model_index.json")
     index["distillation"] = {"steps": cfg.steps_student, "teacher": cfg.teacher, "rollouts": cfg.rollouts,
+                             "own_states": cfg.own_states, "init": cfg.init or None,
                              "schedule_steps": cfg.steps, "trained_steps": done,
                              "teacher_generator_sha256": generator_sha256(teacher_root / "generator")}
     write_json(out / "model_index.json", index)
