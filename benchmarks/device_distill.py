@@ -139,8 +139,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--teacher", default="shapes-teacher", help="a model name or folder (default: the 8-step "
                     "teacher of the bundled student)")
     ap.add_argument("--students", default="1,2,4", help="student step counts")
-    ap.add_argument("--student-dirs", default="4=shapes", help="K=DIR,... trained students to load (default: the "
-                    "bundled 4-step student; the other step counts run the teacher's network at their settings)")
+    ap.add_argument("--student-dirs", default="2=shapes", help="K=DIR,... trained students to load (default: the "
+                    "bundled 2-step student; the other step counts run the teacher's network at their settings)")
     ap.add_argument("--batches", default="1,256")
     ap.add_argument("--repeats", type=int, default=30, help="timed batch-1 calls per system")
     ap.add_argument("--throughput-repeats", type=int, default=5, help="timed calls at the larger batches")

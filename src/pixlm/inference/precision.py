@@ -10,7 +10,8 @@ precision      what runs
 ``fp32``       float32 with the fused structure: the generator's self-attention q/k/v as one linear (1/√d
                folded in), its cross-attention folded per prompt into two batched matmuls, the MLP's GELU
                (exact erf form) and every residual add fused into the linear before it, the attention kernel
-               chosen by batch; MiniLM's q/k/v as one linear; the VQ decoder channels-last (CPU).
+               chosen by batch; MiniLM's q/k/v as one linear; the VQ decoder channels-last (CPU), each nearest-2×
+               upsampling + 3×3 convolution computed at the low resolution (``UpsampleConv2d``, exact).
 ``bf16``       the same structure in bfloat16: on a CPU with bf16 arithmetic (AVX512-BF16, AMX) on weights
                packed once for oneDNN, decoder convolutions too; on CUDA plain bf16 layers. Inputs and outputs
                of each network stay float32.
