@@ -300,6 +300,13 @@ def test_an_upsampling_convolution_computed_at_low_resolution_is_the_pair(channe
     assert (got - want).abs().max() < 1e-5
     with pytest.raises(ValueError, match="needs a 3x3, stride-1"):
         UpsampleConv2d(nn.Conv2d(6, 5, 3, padding=1, stride=2))
+    seq = nn.Sequential(nn.Upsample(scale_factor=(2.0, 2.0)), nn.Conv2d(6, 5, 3, padding=1),  # fused
+                        nn.Upsample(scale_factor=3), nn.Conv2d(5, 5, 3, padding=1),  # not a doubling: kept
+                        nn.Upsample(scale_factor=2, mode="bilinear"), nn.Conv2d(5, 5, 3, padding=1))  # not nearest
+    with torch.no_grad():
+        want = seq(x)
+        assert fuse_upsample_convs(seq) == 1 and isinstance(seq[1], UpsampleConv2d) and isinstance(seq[3], nn.Conv2d)
+        assert (seq(x) - want).abs().max() < 1e-5
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

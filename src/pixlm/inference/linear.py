@@ -228,12 +228,17 @@ class UpsampleConv2d(nn.Module):
 def fuse_upsample_convs(seq: nn.Sequential) -> int:
     """In place: every nearest 2× ``nn.Upsample`` directly followed by a 3×3 ``nn.Conv2d`` in ``seq`` becomes an
     ``nn.Identity`` and an :class:`UpsampleConv2d`. Returns how many pairs were fused."""
+    def doubles(up: nn.Module) -> bool:
+        if not isinstance(up, nn.Upsample) or up.mode != "nearest" or up.size is not None:
+            return False
+        factors = up.scale_factor if isinstance(up.scale_factor, (tuple, list)) else (up.scale_factor,) * 2
+        return all(float(f) == 2.0 for f in factors)
+
     names = list(seq._modules)
     n = 0
     for first, second in zip(names, names[1:]):
         up, conv = seq._modules[first], seq._modules[second]
-        if (isinstance(up, nn.Upsample) and up.mode == "nearest" and up.size is None
-                and float(up.scale_factor) == 2.0 and UpsampleConv2d.supports(conv)):
+        if doubles(up) and UpsampleConv2d.supports(conv):
             seq._modules[first], seq._modules[second] = nn.Identity(), UpsampleConv2d(conv)
             n += 1
     return n
