@@ -263,6 +263,19 @@ def test_scorer_retrieval_and_save(tmp_path: Path, emoji_data: Path) -> None:
     assert model.features(x).shape == (2, model.config.channels[-1])
     assert torch.allclose(model.embed_images(x).norm(dim=-1), torch.ones(2))
 
+    from safetensors import safe_open
+
+    from pixlm.train.emoji import export_scorer
+
+    shipped = export_scorer(path, emoji_data, tmp_path / "shipped")  # what --scorer-out writes
+    notices = sorted(p.name for p in emoji_data.glob("LICENSE-*.txt"))
+    assert notices and sorted(p.name for p in shipped.glob("LICENSE-*.txt")) == notices
+    assert (shipped / "ATTRIBUTION.md").read_text() == (emoji_data / "ATTRIBUTION.md").read_text()
+    with safe_open(str(shipped / "model.safetensors"), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys() if f.get_tensor(k).is_floating_point()} == {torch.float16}
+    copy = ContrastiveScorer.from_pretrained(shipped)
+    assert torch.allclose(copy.embed_images(x), model.embed_images(x), atol=2e-2)
+
 
 def test_bundled_names_resolve(monkeypatch: pytest.MonkeyPatch) -> None:
     import pixlm.pipelines.text_to_image as pp
