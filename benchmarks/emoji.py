@@ -101,12 +101,13 @@ def evaluate_split(pipe, scorer, images: torch.Tensor, names: list[str], train_f
     from "NAME, STYLE style" (the scorer's query stays the name)."""
     from pixlm.eval.clip_score import clip_score, embed_images, image_features, pil_to_tensor, retrieval
     from pixlm.eval.fid import frechet_distance
+    from pixlm.eval.nearest import make_prompt
     from pixlm.train.common import psnr
 
     with torch.no_grad():
         recon = torch.cat([pipe.vq.decode(pipe.vq.encode(images[i:i + 128])) for i in range(0, len(images), 128)])
     t0 = time.perf_counter()
-    prompts = [f"{n}, {style} style" for n in names] if style else names
+    prompts = [make_prompt(n, style or None) for n in names]
     gen = pil_to_tensor(generate(pipe, prompts, seed, **options))
     gen_s = time.perf_counter() - t0
     text = scorer.embed_texts(names)

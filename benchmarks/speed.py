@@ -5,9 +5,9 @@
 
 Systems, all with the same steps (8), the same guidance scale (CFG on: conditional and unconditional rows
 in one batch for every system), the same token grid (8×8) and 64×64 output images. A distilled student (the
-bundled default since issue 25; ``model_index.json`` holds ``distilled_steps``) runs at its own settings (4 steps,
-guidance built in: one row) against the others at the teacher's 8 steps and guidance; ``--model shapes-teacher``
-times the teacher itself:
+bundled default since issue 25; ``model_index.json`` holds ``distilled_steps``) runs at its own settings (its
+distilled step count, guidance built in: one row) against the others at the teacher's 8 steps and guidance;
+``--model shapes-teacher`` times the teacher itself:
 
 * ``pixlm <variant>``: ``TextToImagePipeline`` (MiniLM text encoder, masked transformer, FSQ decoder),
   passed through ``pixlm.inference.optimize`` with the variant's precision (``auto`` is what ``load_pipeline()``
@@ -438,6 +438,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit(f"unknown --paired-variant {a.paired_variant!r}; choose from {list(variants_all)}")
     lat_batches = [int(b) for b in a.batches.split(",") if b]
     tp_batches = [int(b) for b in a.throughput_batch.split(",") if b]
+
+    def repeats(b: int) -> int:
+        """Timed calls at batch ``b``: latency at batch 1, the other latency batches, or throughput."""
+        return a.repeats if b == 1 else a.batch_repeats if b in lat_batches else a.throughput_repeats
     take = prompt_stream()
     t_start = time.perf_counter()
 
@@ -505,7 +509,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         pipe.generate(take(1)[0], num_inference_steps=p_steps, guidance_scale=p_guidance, seed=0)  # compile/capture
         row["first_call_s"] = round(time.perf_counter() - t0, 2)
         for b in lat_batches + tp_batches:
-            reps = a.repeats if b == 1 else a.batch_repeats if b in lat_batches else a.throughput_repeats
+            reps = repeats(b)
             parts: list[dict[str, float]] = []
 
             def call(b: int = b, parts: list = parts, pipe: Any = pipe) -> None:
@@ -535,7 +539,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             amused_flops = count_flops(lambda: amused_call(1))
             row = {"build": info, "flops_per_image": amused_flops}
             for b in lat_batches + tp_batches:
-                reps = a.repeats if b == 1 else a.batch_repeats if b in lat_batches else a.throughput_repeats
+                reps = repeats(b)
                 s = summarize(time_ms(lambda b=b: amused_call(b), reps, 1 if b > 1 else 3, dev), b)
                 s["mfu_generator"] = mfu(amused_flops.get("UVit2DModel", 0), s["images_per_s"])
                 s["mfu_pipeline"] = mfu(amused_flops["total"], s["images_per_s"])
@@ -553,7 +557,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         row = {"params": sum(p.numel() for p in ar.generator.parameters()), "defaults": ar.defaults}
         ar.generate(take(1)[0], seed=0)
         for b in lat_batches + tp_batches:
-            reps = a.repeats if b == 1 else a.batch_repeats if b in lat_batches else a.throughput_repeats
+            reps = repeats(b)
             row[f"bs{b}"] = summarize(time_ms(lambda b=b: ar.generate(take(b), seed=0), reps, 1 if b > 1 else 3,
                                               dev), b)
         record("pixlm autoregressive", row)
@@ -583,7 +587,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                             bare(tokens, memory)
                 if b == 1:
                     bare_flops[label] = count_flops(fn)["total"]
-                reps = a.repeats if b == 1 else a.batch_repeats if b in lat_batches else a.throughput_repeats
+                reps = repeats(b)
                 s = summarize(time_ms(fn, reps, 2, dev), b)
                 s["mfu_generator"] = mfu(bare_flops[label], s["images_per_s"])
                 row[f"bs{b}"] = s

@@ -180,28 +180,34 @@ def check_steps(teacher_steps: int, student_steps: int) -> None:
 
 
 @torch.no_grad()
+def sampled_grids(pipe: TextToImagePipeline, prompts: list[str], seeds: list[int],
+                  init_tokens: torch.Tensor | None = None, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """``pipe``'s masked sampler at its own defaults on ``prompts`` (row i seeded ``seeds[i]``; ``init_tokens``
+    where ``keep``, as an editing call keeps them): every intermediate grid, (B, K, N) int64, the last one the
+    picture's tokens."""
+    d = pipe.defaults
+    scale = d["guidance_scale"]
+    cond, uncond = pipe.text_conditioning(prompts, None, scale)
+    given = {} if init_tokens is None else {"init_tokens": init_tokens, "keep": keep}
+    grids: list[torch.Tensor] = []
+    make_sampler("masked", d["num_inference_steps"], scale, d["temperature"], d).sample(
+        pipe.generator, cond, uncond, len(prompts), generator=[torch.Generator().manual_seed(s) for s in seeds],
+        callback=lambda i, k, tokens: grids.append(tokens.clone()), **given)
+    return torch.stack(grids, 1)
+
+
+@torch.no_grad()
 def teacher_rollouts(teacher: TextToImagePipeline, prompts: list[str], seeds: list[int],
                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The teacher's sampler at its defaults on ``prompts`` (row i seeded ``seeds[i]``): every intermediate grid,
-    (B, K, N) int64, the last one the final picture's tokens; and, on a teacher with a retrieval index, the grid it
+    """The teacher's :func:`sampled_grids` on ``prompts``; and, on a teacher with a retrieval index, the grid it
     starts from (B, N): the retrieved picture's kept tokens, the rest masked (``generate``'s default path), else
     None (it starts fully masked)."""
-    d = teacher.defaults
-    steps, scale = d["num_inference_steps"], d["guidance_scale"]
-    sampler = make_sampler("masked", steps, scale, d["temperature"], d)
-    cond, uncond = teacher.text_conditioning(prompts, None, scale)
-    start: dict = {}
-    first = None
-    if teacher.retrieval is not None:
-        init, keep, _ = teacher.retrieval.pick(
-            prompts, lambda texts: sentence_embeddings(teacher.text_encoder, texts), seeds, d.get("retrieval", {}))
-        first = torch.where(keep, init, teacher.generator.config.mask_id)
-        start = {"init_tokens": init.to(teacher.device), "keep": keep.to(teacher.device)}
-    grids: list[torch.Tensor] = []
-    gens = [torch.Generator().manual_seed(s) for s in seeds]
-    sampler.sample(teacher.generator, cond, uncond, len(prompts), generator=gens,
-                   callback=lambda i, k, tokens: grids.append(tokens.clone()), **start)
-    return torch.stack(grids, 1), first
+    if teacher.retrieval is None:
+        return sampled_grids(teacher, prompts, seeds), None
+    init, keep, _ = teacher.retrieval.pick(prompts, lambda texts: sentence_embeddings(teacher.text_encoder, texts),
+                                           seeds, teacher.defaults.get("retrieval", {}))
+    first = torch.where(keep, init, teacher.generator.config.mask_id)
+    return sampled_grids(teacher, prompts, seeds, init.to(teacher.device), keep.to(teacher.device)), first
 
 
 def build_rollouts(cfg: DistillConfig, teacher: TextToImagePipeline, run: Path) -> dict[str, torch.Tensor]:
@@ -247,21 +253,12 @@ def own_state_rollouts(teacher: TextToImagePipeline, student: MaskedTransformer,
     when given, its tokens kept); its grids after steps 1 … k-1 are the states (B, k-1, N). The teacher then
     completes each state at its own defaults (the state's tokens kept, the rest decoded on its schedule scaled
     to the masked count, as an inpainting call does), seeded ``seeds[i] + j``: the targets (B, k-1, N)."""
-    pipe = student_pipeline(teacher, student, k)
-    d, td = pipe.defaults, teacher.defaults
     mask_id = student.config.mask_id
-    cond, _ = pipe.text_conditioning(prompts, None, 1.0)
-    given = {} if start is None else {"init_tokens": start, "keep": start != mask_id}
-    grids: list[torch.Tensor] = []
-    make_sampler("masked", k, 1.0, d["temperature"], d).sample(
-        student, cond, None, len(prompts), generator=[torch.Generator().manual_seed(s) for s in seeds],
-        callback=lambda i, n, tokens: grids.append(tokens.clone()), **given)
-    states = torch.stack(grids[:-1], 1)  # (B, k - 1, N): the last grid is the student's picture
-    t_cond, t_uncond = teacher.text_conditioning(prompts, None, td["guidance_scale"])
-    teacher_sampler = make_sampler("masked", td["num_inference_steps"], td["guidance_scale"], td["temperature"], td)
-    targets = torch.stack([teacher_sampler.sample(
-        teacher.generator, t_cond, t_uncond, len(prompts), init_tokens=states[:, j], keep=states[:, j] != mask_id,
-        generator=[torch.Generator().manual_seed(s + j) for s in seeds]) for j in range(k - 1)], 1)
+    keep = None if start is None else start != mask_id
+    own = sampled_grids(student_pipeline(teacher, student, k), prompts, seeds, start, keep)
+    states = own[:, :-1]  # (B, k - 1, N): the last grid is the student's picture
+    targets = torch.stack([sampled_grids(teacher, prompts, [s + j for s in seeds], states[:, j],
+                                         states[:, j] != mask_id)[:, -1] for j in range(k - 1)], 1)
     return states, targets
 
 

@@ -264,10 +264,15 @@ def export_scorer(scorer: Path, data: Path, out: Path) -> Path:
 
     def write(tmp: Path) -> None:
         save_module(model, model.config, tmp, model.kind, torch.float16)
-        for src in [data / "ATTRIBUTION.md", *sorted(data.glob("LICENSE-*.txt"))]:
-            shutil.copyfile(src, tmp / src.name)
+        copy_notices(data, tmp)
 
     return atomic_write_dir(out, write)
+
+
+def copy_notices(data: Path, folder: Path) -> None:
+    """The dataset's ATTRIBUTION.md and LICENSE files into ``folder``: what is derived from that art keeps them."""
+    for src in [data / "ATTRIBUTION.md", *sorted(data.glob("LICENSE-*.txt"))]:
+        shutil.copyfile(src, folder / src.name)
 
 
 def stage_captioner(cfg: EmojiRecipeConfig, data: Path, tokenizer: Path) -> Path:
@@ -333,8 +338,7 @@ def assemble(generator_pipeline: Path | TextToImagePipeline, data: Path, out: Pa
         pipe.generator.save_pretrained(tmp / "generator", dtype=torch.float16)
         write_json(tmp / "model_index.json", {"pipeline": "TextToImagePipeline", "generator": pipe.generator.kind,
                                               "defaults": pipe.defaults})
-        for src in [data / "ATTRIBUTION.md", *sorted(data.glob("LICENSE-*.txt"))]:
-            shutil.copyfile(src, tmp / src.name)  # the model is derived from this data: keep its notices
+        copy_notices(data, tmp)
 
     return atomic_write_dir(out, write)
 
